@@ -1,0 +1,18 @@
+"""ltjax: long-tailed recognition with class-balanced and meta-learned weights.
+
+A JAX reimplementation of Jamal et al., "Rethinking Class-Balanced Methods for
+Long-Tailed Visual Recognition from a Domain Adaptation Perspective" (CVPR
+2020).
+"""
+
+from ltjax import models as models
+from ltjax.losses import focal_loss as focal_loss
+from ltjax.losses import ldam_loss as ldam_loss
+from ltjax.losses import ldam_margins as ldam_margins
+from ltjax.losses import softmax_cross_entropy as softmax_cross_entropy
+from ltjax.meta import MetaStepOutput as MetaStepOutput
+from ltjax.meta import meta_step as meta_step
+from ltjax.weighting import class_balanced_weights as class_balanced_weights
+from ltjax.weighting import effective_number as effective_number
+
+__version__ = '0.1.0'
