@@ -1,0 +1,12 @@
+"""Flax ResNets: the official CIFAR ResNet-32 and ImageNet-style ResNets."""
+
+from ltjax.models.cifar_resnet import CifarResNet as CifarResNet
+from ltjax.models.cifar_resnet import ResNet32 as ResNet32
+from ltjax.models.cifar_resnet import TinyResNet as TinyResNet
+from ltjax.models.functional import make_loss_fn as make_loss_fn
+from ltjax.models.layers import BatchNorm as BatchNorm
+from ltjax.models.layers import CosineHead as CosineHead
+from ltjax.models.resnet import ResNet as ResNet
+from ltjax.models.resnet import ResNet10 as ResNet10
+from ltjax.models.resnet import ResNet50 as ResNet50
+from ltjax.models.resnet import ResNet152 as ResNet152
