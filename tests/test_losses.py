@@ -111,7 +111,9 @@ def test_extreme_logits_are_finite(name):
 
 def test_extreme_logit_values():
   ce = ltjax.softmax_cross_entropy(EXTREME, EXTREME_Y)
-  np.testing.assert_allclose(ce, [0.0, 2e4, 160 + np.log(2), np.log(3)], rtol=1e-6)
+  np.testing.assert_allclose(
+    ce, [0.0, 2e4, 160 + np.log(2), np.log(3)], rtol=1e-6
+  )
   # Confident and right: focal term -> 0; confident and wrong: -> CE.
   focal = ltjax.focal_loss(EXTREME, EXTREME_Y, 2.0)
   np.testing.assert_allclose(
