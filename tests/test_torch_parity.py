@@ -20,7 +20,6 @@ import optax  # noqa: E402
 
 import ltjax  # noqa: E402
 from ltjax import models  # noqa: E402
-
 from tests import torch_reference  # noqa: E402
 
 NUM_CLASSES = 5
