@@ -1,0 +1,91 @@
+"""Device-resident input pipeline for datasets that fit in accelerator memory.
+
+CIFAR-LT is at most 50,000 uint8 images of 32 x 32 x 3 (150 MB): the whole
+long-tailed subset and the dev set live on the device, and batches are
+gathered and augmented inside the jitted step, so a training step transfers
+nothing from the host. Every batch is a pure function of ``(key, step)``: the
+example order is a fresh permutation per epoch, ``fold_in(key, epoch)``, so a
+run resumed at any step sees exactly the batches an uninterrupted run sees.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ltjax.data import augment as augment_lib
+from ltjax.data.arrays import ArrayData
+
+
+class DeviceData(NamedTuple):
+  """A split on the device: uint8 ``image [N, H, W, C]``, int32 ``label [N]``."""
+
+  image: jax.Array
+  label: jax.Array
+
+
+def to_device(data: ArrayData, sharding=None) -> DeviceData:
+  """Puts a split on the device(s); ``sharding`` replicates it by default."""
+  return DeviceData(
+    jax.device_put(data.image, sharding), jax.device_put(data.label, sharding)
+  )
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Full batches per epoch (the remainder, different each epoch, is dropped)."""
+  if batch_size > num_examples:
+    raise ValueError(
+      f'batch size {batch_size} exceeds the {num_examples} training examples; '
+      f'lower the batch size.'
+    )
+  return num_examples // batch_size
+
+
+def epoch_batch_indices(key, step, num_examples: int, batch_size: int):
+  """Indices ``[batch_size]`` of training batch ``step``.
+
+  Batch ``step`` is slice ``step mod S`` of the permutation of epoch
+  ``step // S`` (``S`` = :func:`steps_per_epoch`), seeded by
+  ``fold_in(key, epoch)``: every example is seen once per epoch.
+  """
+  num_steps = steps_per_epoch(num_examples, batch_size)
+  epoch, pos = jnp.divmod(step, num_steps)
+  perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+  return jax.lax.dynamic_slice(perm, (pos * batch_size,), (batch_size,))
+
+
+def gather(data: DeviceData, indices, key=None, *, augment=True, dtype=None):
+  """The batch at ``indices``, augmented with ``key`` when ``augment``.
+
+  Returns ``{'image': [B, H, W, C] float, 'label': [B] int32}``; without
+  augmentation the images are only normalized (evaluation).
+  """
+  dtype = dtype or jnp.float32
+  image = data.image[indices]
+  if augment:
+    image = augment_lib.augment(key, image, dtype=dtype)
+  else:
+    image = augment_lib.normalize(image, dtype=dtype)
+  return {'image': image, 'label': data.label[indices]}
+
+
+def train_batch(data: DeviceData, key, step, batch_size: int, **kwargs):
+  """Training batch ``step``: epoch-permuted indices, fresh augmentation."""
+  k_order, k_aug = jax.random.split(key)
+  idx = epoch_batch_indices(k_order, step, data.label.shape[0], batch_size)
+  return gather(data, idx, jax.random.fold_in(k_aug, step), **kwargs)
+
+
+def dev_batch(data: DeviceData, key, batch_size: int, **kwargs):
+  """A fresh random dev batch with the training augmentation.
+
+  Draws ``batch_size`` distinct examples (with replacement only when the dev
+  set is smaller than the batch), as the official code's shuffled dev loader
+  does for its 100-image dev batches.
+  """
+  k_idx, k_aug = jax.random.split(key)
+  n = data.label.shape[0]
+  idx = jax.random.choice(k_idx, n, (batch_size,), replace=batch_size > n)
+  return gather(data, idx, k_aug, **kwargs)
