@@ -69,6 +69,26 @@ class MetaStepOutput(NamedTuple):
   losses: jax.Array
 
 
+class Unrolled(NamedTuple):
+  """What :func:`unrolled_eps_grad` returns.
+
+  Attributes:
+    dev_loss: scalar ``L_D(θ̃)`` at ``ε = 0``.
+    grad_eps: ``[batch]`` ``∂L_D/∂ε`` at ``ε = 0``.
+    losses: ``[batch]`` per-example training losses ``ℓ_i(θ)``.
+    weights: ``[batch]`` the weights ``w`` of the inner loss.
+    finish: ``finish(eps) -> (loss, losses, new_model_state, grads)``, the
+      final loss ``mean_i (w_i + eps_i) ℓ_i(θ)`` (``eps`` held constant) and
+      its gradient in ``θ``, reusing the training forward pass where it can.
+  """
+
+  dev_loss: jax.Array
+  grad_eps: jax.Array
+  losses: jax.Array
+  weights: jax.Array
+  finish: Callable
+
+
 def _check_options(reduction: str, eps_grad: str) -> None:
   if reduction not in REDUCTIONS:
     raise ValueError(
@@ -108,6 +128,8 @@ def _meta_step_unroll(
   loss_fn, dev_loss_fn, params, model_state, batch, dev_batch, w, inner_lr, c
 ):
   """Plain form: jax.grad of the dev loss through the unrolled inner step."""
+  losses, _ = loss_fn(params, model_state, batch)
+  w = w(jax.lax.stop_gradient(losses))
 
   def dev_loss_of_eps(eps):
     def inner_loss(p):
@@ -129,7 +151,7 @@ def _meta_step_unroll(
     )(params)
     return train_loss, losses, new_state, grads
 
-  return dev_loss, grad_eps, finish
+  return Unrolled(dev_loss, grad_eps, losses, w, finish)
 
 
 def _meta_step_jvp(
@@ -140,6 +162,7 @@ def _meta_step_jvp(
     lambda p: loss_fn(p, model_state, batch), params, has_aux=True
   )
   losses_vjp = jax.linear_transpose(losses_jvp, params)
+  w = w(jax.lax.stop_gradient(losses))
 
   def vjp(cotangent):
     return losses_vjp(cotangent)[0]
@@ -155,7 +178,56 @@ def _meta_step_jvp(
     grads = vjp(weights / losses.shape[0])
     return jnp.mean(weights * losses), losses, new_state, grads
 
-  return dev_loss, grad_eps, finish
+  return Unrolled(dev_loss, grad_eps, losses, w, finish)
+
+
+def unrolled_eps_grad(
+  loss_fn: LossFn,
+  params: Params,
+  model_state: ModelState,
+  batch: Batch,
+  dev_batch: Batch,
+  weight_fn: Callable[[jax.Array], jax.Array],
+  *,
+  inner_lr: jax.Array,
+  reduction: str = 'sum',
+  eps_grad: str = 'jvp',
+  dev_loss_fn: LossFn | None = None,
+):
+  """The machinery shared by the meta-reweighting methods (not jitted).
+
+  With per-example weights ``w = weight_fn(stop_gradient(ℓ(θ)))``, computes
+  ``L_D(θ̃(ε))`` for ``θ̃(ε) = θ - η ∇_θ c Σ_i (w_i + ε_i) ℓ_i(θ)`` and its
+  gradient in ``ε`` at ``ε = 0``. :func:`meta_step` (``w`` = class weights),
+  L2RW (``w = 0``) and Meta-Weight-Net (``w = V(ℓ; φ)``, whose ``φ``
+  gradient is the VJP of ``V`` with this ``ε`` gradient) all build on it.
+
+  Returns:
+    An :class:`Unrolled`.
+  """
+  _check_options(reduction, eps_grad)
+  dev_loss_fn = loss_fn if dev_loss_fn is None else dev_loss_fn
+  losses_shape = jax.eval_shape(loss_fn, params, model_state, batch)[0]
+  dtype = losses_shape.dtype
+  c = 1.0 if reduction == 'sum' else 1.0 / losses_shape.shape[0]
+
+  def weights(losses):
+    w = jnp.asarray(weight_fn(losses))
+    _check_losses(losses_shape, w)
+    return w.astype(dtype)
+
+  form = _meta_step_jvp if eps_grad == 'jvp' else _meta_step_unroll
+  return form(
+    loss_fn,
+    dev_loss_fn,
+    params,
+    model_state,
+    batch,
+    dev_batch,
+    weights,
+    jnp.asarray(inner_lr, dtype),
+    c,
+  )
 
 
 @functools.partial(
@@ -228,20 +300,20 @@ def meta_step(
     >>> updates, _ = opt.update(out.grads, opt.init(params))
     >>> params = optax.apply_updates(params, updates)
   """
-  _check_options(reduction, eps_grad)
-  dev_loss_fn = loss_fn if dev_loss_fn is None else dev_loss_fn
   base_weights = jnp.asarray(base_weights)
-  losses_shape = jax.eval_shape(loss_fn, params, model_state, batch)[0]
-  _check_losses(losses_shape, base_weights)
-  dtype = losses_shape.dtype
-  w = base_weights.astype(dtype)
-  inner_lr = jnp.asarray(inner_lr, dtype)
-  c = 1.0 if reduction == 'sum' else 1.0 / w.shape[0]
-  args = (loss_fn, dev_loss_fn, params, model_state, batch, dev_batch, w)
-
-  form = _meta_step_jvp if eps_grad == 'jvp' else _meta_step_unroll
-  dev_loss, grad_eps, finish = form(*args, inner_lr, c)
-  eps = jax.lax.stop_gradient(-jnp.asarray(eps_lr, dtype) * grad_eps)
+  dev_loss, grad_eps, _, w, finish = unrolled_eps_grad(
+    loss_fn,
+    params,
+    model_state,
+    batch,
+    dev_batch,
+    lambda _: base_weights,
+    inner_lr=inner_lr,
+    reduction=reduction,
+    eps_grad=eps_grad,
+    dev_loss_fn=dev_loss_fn,
+  )
+  eps = jax.lax.stop_gradient(-jnp.asarray(eps_lr, w.dtype) * grad_eps)
   train_loss, losses, new_state, grads = finish(eps)
   return MetaStepOutput(
     grads=grads,
