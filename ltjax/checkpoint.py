@@ -1,0 +1,46 @@
+"""Orbax checkpoints of a run: periodic saves, keep the last few, resume.
+
+Orbax writes each checkpoint to a temporary folder and renames it into place
+when complete, so a crash mid-save leaves the previous checkpoints intact and
+:meth:`Checkpointer.restore_latest` never sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Checkpoints of a :class:`ltjax.methods.TrainState` in ``workdir``."""
+
+  def __init__(self, workdir, max_to_keep: int = 3):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self._manager = ocp.CheckpointManager(
+      self.directory,
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, state, *, force: bool = False) -> None:
+    step = int(jax.device_get(state.step))
+    if step in self._manager.all_steps():
+      return
+    self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+
+  def restore_latest(self, template):
+    """The latest checkpoint shaped, typed and sharded like ``template``."""
+    step = self.latest_step()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

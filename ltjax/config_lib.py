@@ -1,0 +1,85 @@
+"""Defaults shared by the ``configs/`` files, and their variant strings.
+
+A config file's ``get_config(arg)`` takes big_vision-style variants,
+``--config=configs/cifar10_lt.py:method=ours_ce,imb=100``; every field can
+also be overridden on the command line (``--config.batch_size=128``).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from ltjax import methods
+
+
+def parse_arg(arg: str | None, **defaults) -> dict:
+  """``'method=ce,imb=100'`` -> ``{'method': 'ce', 'imb': '100'}``.
+
+  Keys must be among ``defaults``, whose values fill the missing keys.
+  """
+  out = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in defaults:
+      raise ValueError(
+        f'bad config variant {item!r}: use key=value with key in '
+        f'{sorted(defaults)}.'
+      )
+    out[key] = value
+  return out
+
+
+def base_config(dataset: str, method: str) -> ml_collections.ConfigDict:
+  """The official CIFAR protocol (REFERENCE.md); large datasets override."""
+  methods.get_method(method)
+  c = ml_collections.ConfigDict()
+  c.dataset = dataset
+  c.method = method
+  c.model = 'resnet32'
+  c.num_classes = 10  # only read for dataset 'npz'
+  c.seed = 0
+
+  c.batch_size = 100
+  c.dev_batch_size = 100
+  c.eval_batch_size = 500
+  c.num_epochs = 200
+  c.stage2_epoch = 160  # t1 = [0, 160), t2 = [160, 200)
+  c.learning_rate = 0.1
+  c.lr_boundaries = (160, 180)
+  c.lr_decay = 0.01
+  c.warmup_epochs = 0
+  c.momentum = 0.9
+  c.nesterov = True
+  c.weight_decay = 5e-4
+
+  c.cb_beta = 0.9999
+  c.focal_gamma = 1.0
+  c.ldam_max_margin = 0.5
+  c.ldam_scale = 30.0
+  c.eps_lr = 0.01
+  c.inner_reduction = 'sum'
+  c.eps_grad = 'jvp'
+  c.mwn_hidden = 100
+  c.mwn_lr = 1e-3
+  c.mwn_wd = 1e-4
+  if methods.get_method(method).loss == 'ldam':
+    c.warmup_epochs = 5  # LDAM-DRW's linear warm-up
+
+  c.eval_every_epochs = 10
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+
+  c.data = ml_collections.ConfigDict()
+  c.data.imbalance = 100.0  # 0 keeps the training set as it is
+  c.data.profile = 'exp'
+  c.data.n_max = 0.0  # 0: the official (N - dev C) / C
+  c.data.dev_per_class = 10
+  c.data.test_per_class = 0  # > 0: carve a test set when there is none
+  c.data.split_seed = 0
+  c.data.tfds_data_dir = ''  # '' : tfds's default (~/tensorflow_datasets)
+  c.data.dir = ''  # folder of the npz files (dataset 'npz')
+  c.data.train_file = ''
+  c.data.test_file = ''
+  c.data.dev_file = ''
+  return c

@@ -1,0 +1,61 @@
+"""Evaluation metrics of long-tail papers, from predictions on a test set.
+
+Top-k error, per-class accuracy and the accuracy of the many/medium/few-shot
+class groups (more than 100, 20 to 100, fewer than 20 training images), all
+on a balanced test set. Pure NumPy on host arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ltjax.data.longtail import shot_groups
+
+TOP_K = (1, 3, 5)
+
+
+def topk_correct(logits, labels, ks=TOP_K) -> dict[int, np.ndarray]:
+  """``{k: [n] bool}``: whether the label is among the ``k`` largest logits.
+
+  Only strictly larger logits rank ahead of the label, so exact ties (rare
+  with float logits) count in the example's favour.
+  """
+  logits = np.asarray(logits, np.float64)
+  labels = np.asarray(labels)
+  label_logit = np.take_along_axis(logits, labels[:, None], axis=1)
+  rank = (logits > label_logit).sum(axis=1)  # classes strictly ahead
+  return {k: rank < k for k in ks if k <= logits.shape[1]}
+
+
+def classification_metrics(logits, labels, train_class_counts) -> dict:
+  """Metrics of ``logits [n, C]`` against ``labels [n]``.
+
+  Args:
+    logits: ``[n, C]`` scores of the test examples.
+    labels: ``[n]`` true classes.
+    train_class_counts: ``[C]`` training images per class (for the groups).
+
+  Returns:
+    A JSON-ready dict: ``top{k}_error`` (percent), ``per_class_accuracy``
+    (``[C]`` list, percent; NaN for a class without test images) and
+    ``{many,medium,few}_shot_accuracy`` (percent, the mean over the group's
+    classes; None for an empty group), plus ``num_examples``.
+  """
+  labels = np.asarray(labels)
+  counts = np.asarray(train_class_counts)
+  num_classes = len(counts)
+  correct = topk_correct(logits, labels)
+  out = {
+    f'top{k}_error': 100 * (1 - float(c.mean())) for k, c in correct.items()
+  }
+  hits = np.bincount(labels, weights=correct[1], minlength=num_classes)
+  seen = np.bincount(labels, minlength=num_classes)
+  with np.errstate(invalid='ignore', divide='ignore'):
+    per_class = 100 * hits / seen
+  out['per_class_accuracy'] = per_class.tolist()
+  for name, classes in shot_groups(counts).items():
+    acc = per_class[classes]
+    acc = acc[~np.isnan(acc)]
+    out[f'{name}_shot_accuracy'] = float(acc.mean()) if acc.size else None
+  out['num_examples'] = int(len(labels))
+  return out

@@ -1,0 +1,176 @@
+"""End to end: the CLI on real CIFAR-10 images, resume after SIGKILL, bad input."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from ltjax.summary import read_jsonl
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Both stages on the real images, with a tiny model: 9 steps per epoch,
+# stage 2 (the meta step) from step 27, checkpoints every 5 steps.
+RUN_FLAGS = [
+  '--config=configs/cifar10_lt.py:source=npz,method=ours_ce',
+  '--config.model=tiny',
+  '--config.num_epochs=6',
+  '--config.stage2_epoch=3',
+  '--config.eval_every_epochs=2',
+  '--config.log_every_steps=9',
+  '--config.checkpoint_every_steps=5',
+  '--config.lr_boundaries=(4,5)',
+]
+
+
+def cli(workdir, data_dir, *extra, env=None):
+  cmd = [sys.executable, '-m', 'ltjax.main', f'--workdir={workdir}']
+  cmd += RUN_FLAGS + [f'--config.data.dir={data_dir}', *extra]
+  return cmd
+
+
+def run_cli(workdir, data_dir, *extra, check=True):
+  proc = subprocess.run(
+    cli(workdir, data_dir, *extra), cwd=REPO, capture_output=True, text=True
+  )
+  if check and proc.returncode:
+    raise AssertionError(proc.stderr[-4000:])
+  return proc
+
+
+def final_params(workdir):
+  ckpt = pathlib.Path(workdir) / 'checkpoints'
+  last = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
+  state = ocp.StandardCheckpointer().restore(ckpt / str(last) / 'default')
+  return last, state
+
+
+@pytest.fixture(scope='module')
+def full_run(tmp_path_factory, cifar_prefix_npz):
+  workdir = tmp_path_factory.mktemp('full')
+  proc = run_cli(workdir, cifar_prefix_npz.parent)
+  return workdir, proc
+
+
+def test_cli_trains_both_stages_and_writes_everything(full_run):
+  workdir, proc = full_run
+  log = proc.stderr
+  assert 'step 27/54 epoch 3.0 stage 1' in log and 'step 54/54' in log
+  assert 'stage 2' in log and 'img/s' in log and 's left' in log
+  results = json.loads((workdir / 'results.json').read_text())
+  assert results['steps'] == 54
+  assert results['train_class_counts'][0] == 398  # (4085 - 100) / 10
+  test = results['last']['test']
+  assert test['num_examples'] == 1000 and len(test['per_class_accuracy']) == 10
+  for k in ('top1_error', 'top3_error', 'top5_error'):
+    assert 0 <= test[k] <= 100
+  assert test['top1_error'] >= test['top3_error'] >= test['top5_error']
+  # Dev selection picks among the evaluations at epochs 2, 4 and 6.
+  assert results['dev_selected']['epoch'] in (2, 4, 6)
+  evals = read_jsonl(workdir / 'evals.jsonl')
+  assert [e['epoch'] for e in evals] == [2, 4, 6]
+  # The meta stage learned conditional weights for every class.
+  cw = results['conditional_weights']
+  assert sum(cw['count']) == 27 * 100 and min(cw['count']) > 0
+  assert any(abs(e) > 0 for e in cw['eps_mean'])
+  rows = read_jsonl(workdir / 'metrics.jsonl')
+  assert [r['step'] for r in rows if 'train/loss' in r] == [
+    9,
+    18,
+    27,
+    36,
+    45,
+    54,
+  ]
+  assert os.listdir(workdir / 'tensorboard')
+  for png in ('conditional_weights.png', 'per_class_accuracy.png'):
+    assert (workdir / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_sigkill_then_resume_matches_uninterrupted(
+  full_run, tmp_path, cifar_prefix_npz
+):
+  workdir = tmp_path / 'killed'
+  proc = subprocess.Popen(
+    cli(workdir, cifar_prefix_npz.parent),
+    cwd=REPO,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
+  ckpt = workdir / 'checkpoints'
+  deadline = time.time() + 300
+  # Kill inside stage 2, once a finished checkpoint of the meta stage exists.
+  while time.time() < deadline and proc.poll() is None:
+    steps = [int(p.name) for p in ckpt.glob('*') if p.name.isdigit()]
+    if steps and max(steps) >= 30:
+      break
+    time.sleep(0.02)
+  assert proc.poll() is None, 'the run finished before it could be killed'
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  killed_at = max(int(p.name) for p in ckpt.glob('*') if p.name.isdigit())
+  assert 30 <= killed_at < 54
+
+  resumed = run_cli(workdir, cifar_prefix_npz.parent)
+  assert f'Resumed from the checkpoint at step {killed_at}' in resumed.stderr
+  full_dir, _ = full_run
+  step_a, a = final_params(full_dir)
+  step_b, b = final_params(workdir)
+  assert step_a == step_b == 54
+  flat_a, flat_b = (
+    dict(ocp.tree.to_flat_dict(x, sep='/')) for x in (a, b)
+  )  # fmt: skip
+  assert flat_a.keys() == flat_b.keys()
+  for k in flat_a:
+    np.testing.assert_array_equal(flat_a[k], flat_b[k], err_msg=k)
+  ra, rb = (
+    json.loads((d / 'results.json').read_text()) for d in (full_dir, workdir)
+  )
+  assert ra['last'] == rb['last'] and ra['dev_selected'] == rb['dev_selected']
+
+  # The log reads as one run: the same records as the uninterrupted run's,
+  # those after the checkpoint written once, with the same losses.
+  def records(d):
+    rows = read_jsonl(d / 'metrics.jsonl')
+    return [
+      {k: v for k, v in r.items() if k != 'images_per_second'} for r in rows
+    ]
+
+  assert records(workdir) == records(full_dir)
+
+
+@pytest.mark.parametrize(
+  'extra, match',
+  [
+    (['--config.method=magic'], "unknown method 'magic'"),
+    (['--config.dataset=mnist'], "unknown dataset 'mnist'"),
+    (['--config.data.imbalance=0.5'], 'imbalance must be >= 1'),
+    (['--config.batch_size=5000'], 'batch size 5000 exceeds the 983'),
+    (['--config.batch_size=ten'], 'batch_size'),
+    (['--config.model=vgg'], "unknown model 'vgg'"),
+  ],
+)
+def test_bad_input_stops_before_training(
+  tmp_path, cifar_prefix_npz, extra, match
+):
+  proc = run_cli(tmp_path, cifar_prefix_npz.parent, *extra, check=False)
+  assert proc.returncode != 0
+  assert match in proc.stderr
+  assert 'Training ours_ce' not in proc.stderr
+
+
+def test_workdir_of_another_config_is_refused(full_run, cifar_prefix_npz):
+  workdir, _ = full_run
+  proc = run_cli(
+    workdir, cifar_prefix_npz.parent, '--config.seed=3', check=False
+  )
+  assert proc.returncode != 0
+  assert "fields ['seed'] differ" in proc.stderr
+  assert 'holds a run of a different config' in proc.stderr
