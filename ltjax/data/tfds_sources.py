@@ -1,0 +1,464 @@
+"""TensorFlow Datasets sources of the paper's benchmarks, strictly offline.
+
+:data:`SPECS` records, per benchmark, the tfds dataset, the number of
+classes, the train and test splits and how the balanced development set is
+made (Jamal et al., CVPR 2020, Sec. 5)::
+
+  name              tfds name         C     test split  dev set (per class)
+  cifar10           cifar10           10    test        10, carved from train
+  cifar100          cifar100          100   test        10, carved from train
+  i_naturalist2017  i_naturalist2017  5089  validation  5, carved from train
+  i_naturalist2018  i_naturalist2018  8142  validation  2, carved from train
+  imagenet_lt       imagenet_lt       1000  test        20: the validation
+                                                        split, or carved
+  places_lt         places365_small   365   test        10, carved from train
+
+(For CIFAR the caller carves the dev set with
+:func:`ltjax.data.long_tail_split`, before the long-tailed subsampling.)
+
+Places-LT is backed by tfds ``places365_small``, which stores each image's
+``filename`` (``data_256/a/airfield/00000001.jpg`` for train,
+``val_256/Places365_val_00000001.jpg`` for validation), the very paths of the
+Places-LT list files (``Places_LT_{train,val,test}.txt`` of the OLTR release,
+lines ``path label``): its ``train`` and ``val`` splits select records of
+Places365 ``train`` by name, ``test`` those of Places365 ``validation``.
+
+Offline: datasets are only read, never downloaded (no ``download_and_prepare``,
+``try_gcs=False``), and tfds's look-ups of pre-computed metadata on
+``gs://tfds-data`` are switched off before a builder is made. A dataset that
+is not prepared fails at once with instructions.
+
+This module imports TensorFlow; ``ltjax`` and ``ltjax.data`` never import it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from ltjax.data.arrays import ArrayData, balanced_holdout, from_arrays
+from ltjax.data.tf_pipeline import hide_gpus_from_tf
+
+hide_gpus_from_tf()
+
+_TFDS_BUILD = (
+  'Prepare it on a machine with internet: `tfds build {tfds} '
+  '--data_dir=DIR` (or tfds.builder({tfds!r}, data_dir=DIR)'
+  '.download_and_prepare()), then copy DIR/{tfds} to {data_dir}/{tfds}.'
+)
+_PREPARE = {
+  'cifar': _TFDS_BUILD,
+  'inat': _TFDS_BUILD
+  + (
+    ' The builder downloads the iNaturalist archives itself (URLs in '
+    'tensorflow_datasets; hundreds of GB); it has no manual_dir step.'
+  ),
+  'imagenet_lt': _TFDS_BUILD
+  + (
+    ' It needs ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
+    'image-net.org, after registering) in the manual_dir, by default '
+    'DIR/downloads/manual (or `tfds build imagenet_lt --manual_dir=M`), and '
+    'internet for the two ImageNet-LT subset lists it fetches.'
+  ),
+  'places': _TFDS_BUILD
+  + (
+    ' It downloads the Places365-Standard 256x256 images (train_256_'
+    'places365standard.tar, val_256.tar, test_256.tar) from '
+    'data.csail.mit.edu.'
+  ),
+}
+PLACES_LT_LISTS = {
+  'train': 'Places_LT_train.txt',
+  'val': 'Places_LT_val.txt',
+  'test': 'Places_LT_test.txt',
+}
+_PLACES_LT_HELP = (
+  'The Places-LT split lists Places_LT_train.txt, Places_LT_val.txt and '
+  'Places_LT_test.txt (lines "data_256/a/airfield/00000001.jpg 0") come with '
+  'the OLTR release of Liu et al., CVPR 2019 '
+  '(github.com/zhmiao/OpenLongTailRecognition-OLTR, folder Places_LT_v2 of '
+  'its data download); pass the folder that holds them as places_lt_dir.'
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """How one benchmark is read and where its dev set comes from.
+
+  Attributes:
+    name: ltjax name.
+    tfds_name: tfds dataset backing it.
+    num_classes: number of classes ``C``.
+    train_split: split the training set (and a carved dev set) come from.
+    test_split: split reported as the test set.
+    dev_per_class: dev images per class.
+    dev_split: split that *is* the dev set, or None to carve it from
+      ``train_split``.
+    splits: splits the source serves.
+    prepare: how to prepare the tfds dataset (a format string).
+  """
+
+  name: str
+  tfds_name: str
+  num_classes: int
+  train_split: str
+  test_split: str
+  dev_per_class: int
+  dev_split: str | None
+  splits: tuple[str, ...]
+  prepare: str
+
+
+SPECS = {
+  s.name: s
+  for s in [
+    DatasetSpec(
+      'cifar10', 'cifar10', 10, 'train', 'test', 10, None,
+      ('train', 'test'), _PREPARE['cifar'],
+    ),
+    DatasetSpec(
+      'cifar100', 'cifar100', 100, 'train', 'test', 10, None,
+      ('train', 'test'), _PREPARE['cifar'],
+    ),
+    DatasetSpec(
+      'i_naturalist2017', 'i_naturalist2017', 5089, 'train', 'validation',
+      5, None, ('train', 'validation'), _PREPARE['inat'],
+    ),
+    DatasetSpec(
+      'i_naturalist2018', 'i_naturalist2018', 8142, 'train', 'validation',
+      2, None, ('train', 'validation'), _PREPARE['inat'],
+    ),
+    DatasetSpec(
+      'imagenet_lt', 'imagenet_lt', 1000, 'train', 'test', 20,
+      'validation', ('train', 'validation', 'test'), _PREPARE['imagenet_lt'],
+    ),
+    DatasetSpec(
+      'places_lt', 'places365_small', 365, 'train', 'test', 10, None,
+      ('train', 'val', 'test'), _PREPARE['places'],
+    ),
+  ]
+}  # fmt: skip
+DEV_SOURCES = ('validation', 'carve')
+
+
+def get_spec(name: str, dev_source: str = 'validation') -> DatasetSpec:
+  """The :class:`DatasetSpec` of ``name``.
+
+  Args:
+    name: one of :data:`SPECS`.
+    dev_source: ImageNet-LT only: ``'validation'`` takes its 20-per-class
+      validation split as the dev set, ``'carve'`` carves 20 per class from
+      train instead.
+
+  Raises:
+    ValueError: unknown name or dev_source.
+  """
+  if name not in SPECS:
+    raise ValueError(f'unknown dataset {name!r}; known: {sorted(SPECS)}.')
+  if dev_source not in DEV_SOURCES:
+    raise ValueError(
+      f'dev_source must be one of {DEV_SOURCES}, got {dev_source!r}.'
+    )
+  spec = SPECS[name]
+  if dev_source == 'carve' and spec.dev_split is not None:
+    spec = dataclasses.replace(spec, dev_split=None)
+  return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class DevSplit:
+  """Training examples and the balanced dev set, as indices.
+
+  Attributes:
+    train: sorted int64 indices into the spec's ``train_split``.
+    dev: sorted int64 indices into the split named ``dev_from``.
+    dev_from: the split ``dev`` indexes.
+  """
+
+  train: np.ndarray
+  dev: np.ndarray
+  dev_from: str
+
+
+def carve_dev(
+  spec: DatasetSpec, train_labels, seed: int = 0, num_dev: int | None = None
+) -> DevSplit:
+  """The dev rule of ``spec`` applied to the labels of its train split.
+
+  Carves ``spec.dev_per_class`` random examples of every class from train
+  (:func:`ltjax.data.arrays.balanced_holdout`), or, when ``spec.dev_split``
+  is set, keeps all of train and takes all ``num_dev`` records of that split
+  as the dev set.
+
+  Args:
+    spec: the dataset's :class:`DatasetSpec`.
+    train_labels: ``[N]`` labels of ``spec.train_split`` in record order.
+    seed: seed of the per-class draws.
+    num_dev: size of ``spec.dev_split``; needed only when that is set.
+
+  Raises:
+    ValueError: a class has fewer than ``dev_per_class`` examples.
+  """
+  n = len(train_labels)
+  if spec.dev_split is not None:
+    if num_dev is None:
+      raise ValueError(f'{spec.name}: pass num_dev, the size of its dev split.')
+    return DevSplit(np.arange(n), np.arange(num_dev), spec.dev_split)
+  dev, train = balanced_holdout(
+    train_labels, spec.num_classes, spec.dev_per_class, seed
+  )
+  return DevSplit(train, dev, spec.train_split)
+
+
+def disable_gcs() -> None:
+  """Switches off tfds's look-ups on ``gs://tfds-data``.
+
+  ``tfds.builder`` of a dataset without local metadata asks GCS for its
+  ``dataset_info`` (``DatasetInfo.initialize_from_bucket``), and
+  ``download_and_prepare`` may copy a prepared dataset from there. Both are
+  gated by ``gcs_utils._is_gcs_disabled`` (True by default in tfds 4.9.10,
+  but other code, e.g. ``tfds.testing``, may flip it); this pins it.
+  """
+  from tensorflow_datasets.core.utils import gcs_utils
+
+  gcs_utils._is_gcs_disabled = True
+
+
+def _read_config():
+  options = tf.data.Options()
+  options.deterministic = True
+  return tfds.ReadConfig(options=options, shuffle_seed=0)
+
+
+class TfdsSource:
+  """A benchmark read from prepared tfds files, offline.
+
+  Records are numbered ``0..N-1`` per split in the order tfds reads them with
+  ``shuffle_files=False`` (deterministic); :meth:`labels`, :meth:`arrays` and
+  :meth:`dataset` all use that numbering.
+
+  Args:
+    name: one of :data:`SPECS`.
+    data_dir: tfds data folder (default ``$TFDS_DATA_DIR`` or
+      ``~/tensorflow_datasets``).
+    dev_source: ImageNet-LT's dev set, see :func:`get_spec`.
+    places_lt_dir: Places-LT only: folder with ``Places_LT_*.txt``.
+
+  Raises:
+    ValueError: unknown name.
+    FileNotFoundError: the dataset is not prepared in ``data_dir``, or a
+      Places-LT list file is missing; the message says how to prepare it.
+  """
+
+  def __init__(
+    self, name, data_dir=None, *, dev_source='validation', places_lt_dir=None
+  ):
+    self.spec = get_spec(name, dev_source)
+    self._lists = None
+    if self.spec.name == 'places_lt':
+      self._lists = self._check_lists(places_lt_dir)
+    disable_gcs()
+    data_dir = os.fspath(data_dir) if data_dir is not None else None
+    self.builder = tfds.builder(
+      self.spec.tfds_name, data_dir=data_dir, try_gcs=False
+    )
+    if not self.builder.is_prepared():
+      raise FileNotFoundError(
+        f'{name}: tfds dataset {self.spec.tfds_name} is not prepared in '
+        f'{self.builder.data_dir} (nothing is downloaded here). '
+        + self.spec.prepare.format(
+          tfds=self.spec.tfds_name,
+          data_dir=self.builder.data_dir_root,
+        )
+      )
+    self._labels = {}
+    self._records = {}
+    self._names = {}
+
+  @property
+  def num_classes(self) -> int:
+    return self.spec.num_classes
+
+  def __repr__(self):
+    return f'TfdsSource({self.spec.name!r}, {self.builder.data_dir!r})'
+
+  @staticmethod
+  def _check_lists(places_lt_dir):
+    if places_lt_dir is None:
+      raise ValueError(f'places_lt needs places_lt_dir. {_PLACES_LT_HELP}')
+    paths = {
+      split: os.path.join(os.fspath(places_lt_dir), fname)
+      for split, fname in PLACES_LT_LISTS.items()
+    }
+    missing = [p for p in paths.values() if not os.path.isfile(p)]
+    if missing:
+      raise FileNotFoundError(f'missing {missing}. {_PLACES_LT_HELP}')
+    return paths
+
+  def _check_split(self, split):
+    if split not in self.spec.splits:
+      raise ValueError(
+        f'{self.spec.name} has splits {self.spec.splits}, not {split!r}.'
+      )
+
+  def _tfds_split(self, split):
+    if self._lists is None:
+      return split
+    return 'validation' if split == 'test' else 'train'
+
+  def _read(self, tfds_split):
+    return self.builder.as_dataset(
+      split=tfds_split,
+      shuffle_files=False,
+      decoders={'image': tfds.decode.SkipDecoding()},
+      read_config=_read_config(),
+    )
+
+  def _column(self, tfds_split, key):
+    ds = self._read(tfds_split).map(lambda ex: ex[key], tf.data.AUTOTUNE)
+    parts = list(ds.batch(8192).as_numpy_iterator())
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+  def _places_records(self, split):
+    """Record numbers and labels of a Places-LT split, by file name."""
+    tfds_split = self._tfds_split(split)
+    if tfds_split not in self._names:  # train and val share a tfds split
+      self._names[tfds_split] = [
+        n.decode().lstrip('/') for n in self._column(tfds_split, 'filename')
+      ]
+    names = self._names[tfds_split]
+    where = {n: i for i, n in enumerate(names)}
+    paths, labels = [], []
+    with open(self._lists[split]) as f:
+      for line in f:
+        if line.strip():
+          path, label = line.split()
+          paths.append(path.lstrip('/'))
+          labels.append(int(label))
+    missing = [p for p in paths if p not in where]
+    if missing:
+      raise ValueError(
+        f'{len(missing)} of {len(paths)} images of {self._lists[split]} are '
+        f'not in tfds places365_small/{self._tfds_split(split)} (first: '
+        f'{missing[:3]}; tfds names look like {names[:2]}).'
+      )
+    records = np.array([where[p] for p in paths], np.int64)
+    if len(np.unique(records)) != len(records):
+      raise ValueError(f'{self._lists[split]} lists an image twice.')
+    order = np.argsort(records)
+    return records[order], np.asarray(labels, np.int32)[order]
+
+  def _split_records(self, split):
+    """``(records, labels)``: records None for a whole tfds split."""
+    self._check_split(split)
+    if split not in self._labels:
+      if self._lists is not None:
+        self._records[split], self._labels[split] = self._places_records(split)
+      else:
+        labels = self._column(split, 'label').astype(np.int32)
+        self._records[split], self._labels[split] = None, labels
+    return self._records[split], self._labels[split]
+
+  def labels(self, split: str) -> np.ndarray:
+    """``[N]`` int32 labels of ``split`` in record order, cached.
+
+    The first call reads every record of the split once (images are not
+    decoded, but their bytes are read).
+    """
+    return self._split_records(split)[1]
+
+  def dataset(self, split: str, indices=None, *, decode: bool = True):
+    """Examples of ``split``, optionally only the records ``indices``.
+
+    Yields each selected record once, in record order (duplicates in
+    ``indices`` are dropped). Restricting still reads every record of the
+    split and drops the others before decoding.
+
+    Args:
+      split: one of ``spec.splits``.
+      indices: record numbers ``[K]`` in ``[0, N)``, or None for all.
+      decode: decode the images; False keeps the encoded bytes (for the
+        crop-before-decode path of :mod:`ltjax.data.tf_pipeline`).
+
+    Returns:
+      A ``tf.data.Dataset`` of ``{'image': uint8 [H, W, 3] (or a string),
+      'label': int32, 'index': int64}`` with known cardinality.
+    """
+    self._check_split(split)
+    ds = self._read(self._tfds_split(split)).enumerate()
+    if self._lists is None and indices is None:
+
+      def pick(i, ex):
+        label = tf.cast(ex['label'], tf.int32)
+        return {'image': ex['image'], 'label': label, 'index': i}
+
+      ds = ds.map(pick)
+    else:
+      records, labels = self._split_records(split)
+      n = len(labels)
+      sel = np.arange(n) if indices is None else np.unique(indices)
+      sel = sel.astype(np.int64)
+      if sel.size and (sel[0] < 0 or sel[-1] >= n):
+        raise ValueError(
+          f'indices must lie in [0, {n}) for {self.spec.name}/{split}, got '
+          f'{sel[0]}..{sel[-1]}.'
+        )
+      keys = sel if records is None else records[sel]
+      table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(keys, sel), default_value=-1
+      )
+      label_of = tf.constant(labels, tf.int32)
+
+      def pick(i, ex):
+        index = table.lookup(i)
+        label = tf.gather(label_of, tf.maximum(index, 0))
+        return {'image': ex['image'], 'label': label, 'index': index}
+
+      ds = ds.map(pick).filter(lambda ex: ex['index'] >= 0)
+      ds = ds.apply(tf.data.experimental.assert_cardinality(len(sel)))
+    if decode:
+
+      def decode_image(ex):
+        image = tf.io.decode_image(ex['image'], 3, expand_animations=False)
+        return {**ex, 'image': image}
+
+      ds = ds.map(decode_image, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds
+
+  def arrays(self, split: str, indices=None) -> ArrayData:
+    """The (selected) records of ``split`` decoded into host memory.
+
+    For CIFAR-size data: all images must have one shape.
+
+    Returns:
+      An :class:`ArrayData` with uint8 ``[N, H, W, 3]`` and int32 ``[N]``.
+    """
+    ds = self.dataset(split, indices)
+    images, labels = [], []
+    for ex in ds.map(lambda ex: (ex['image'], ex['label'])).as_numpy_iterator():
+      images.append(ex[0])
+      labels.append(ex[1])
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+      raise ValueError(
+        f'{self.spec.name}/{split} has images of {len(shapes)} shapes (e.g. '
+        f'{sorted(shapes)[:3]}); stream it with dataset() instead.'
+      )
+    return from_arrays(
+      np.stack(images),
+      np.asarray(labels),
+      num_classes=self.num_classes,
+      name=f'{self.spec.name}/{split}',
+    )
+
+  def dev_split(self, seed: int = 0) -> DevSplit:
+    """Train and dev indices by the spec's dev rule (:func:`carve_dev`)."""
+    num_dev = None
+    if self.spec.dev_split is not None:
+      num_dev = len(self.labels(self.spec.dev_split))
+    train_labels = self.labels(self.spec.train_split)
+    return carve_dev(self.spec, train_labels, seed, num_dev)
