@@ -82,4 +82,40 @@ def base_config(dataset: str, method: str) -> ml_collections.ConfigDict:
   c.data.train_file = ''
   c.data.test_file = ''
   c.data.dev_file = ''
+  c.data.dev_source = 'validation'  # ImageNet-LT: 'validation' or 'carve'
+  c.data.places_lt_dir = ''  # Places-LT: folder of Places_LT_*.txt
+  c.image_size = 224  # crops of the large datasets' host pipeline
+  return c
+
+
+def large_config(
+  dataset: str,
+  method: str,
+  *,
+  model: str,
+  dev_per_class: int,
+  num_epochs: int,
+  stage2_epoch: int,
+  learning_rate: float,
+  lr_boundaries: tuple[int, ...],
+  lr_decay: float = 0.1,
+  weight_decay: float = 1e-4,
+  batch_size: int = 256,
+) -> ml_collections.ConfigDict:
+  """Shared settings of iNaturalist, ImageNet-LT and Places-LT: streamed
+  224 x 224 crops, no subsampling (the data is long-tailed already)."""
+  c = base_config(dataset, method)
+  c.model = model
+  c.data.imbalance = 0.0
+  c.data.dev_per_class = dev_per_class
+  c.num_epochs = num_epochs
+  c.stage2_epoch = stage2_epoch
+  c.learning_rate = learning_rate
+  c.lr_boundaries = lr_boundaries
+  c.lr_decay = lr_decay
+  c.weight_decay = weight_decay
+  c.batch_size = c.dev_batch_size = c.eval_batch_size = batch_size
+  c.eval_every_epochs = 5
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 2000
   return c

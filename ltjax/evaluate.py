@@ -37,7 +37,7 @@ def classification_metrics(logits, labels, train_class_counts) -> dict:
 
   Returns:
     A JSON-ready dict: ``top{k}_error`` (percent), ``per_class_accuracy``
-    (``[C]`` list, percent; NaN for a class without test images) and
+    (``[C]`` list, percent; None for a class without test images) and
     ``{many,medium,few}_shot_accuracy`` (percent, the mean over the group's
     classes; None for an empty group), plus ``num_examples``.
   """
@@ -52,7 +52,9 @@ def classification_metrics(logits, labels, train_class_counts) -> dict:
   seen = np.bincount(labels, minlength=num_classes)
   with np.errstate(invalid='ignore', divide='ignore'):
     per_class = 100 * hits / seen
-  out['per_class_accuracy'] = per_class.tolist()
+  out['per_class_accuracy'] = [
+    None if np.isnan(a) else float(a) for a in per_class
+  ]
   for name, classes in shot_groups(counts).items():
     acc = per_class[classes]
     acc = acc[~np.isnan(acc)]

@@ -35,7 +35,10 @@ def write_figures(results: dict, workdir) -> list[str]:
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
-  acc = results['last']['test']['per_class_accuracy']
+  acc = [
+    np.nan if a is None else a
+    for a in results['last']['test']['per_class_accuracy']
+  ]
   fig, ax = plt.subplots(figsize=(5, 3.5))
   ax.scatter(counts, acc, s=10)
   ax.set_xscale('log')

@@ -23,10 +23,13 @@ from jax.sharding import PartitionSpec as P
 from ltjax import evaluate, figures, methods, models, summary
 from ltjax import input_pipeline as inputs
 from ltjax.checkpoint import Checkpointer
-from ltjax.data import pipeline
 
 # Fields that may change between a run and its resumption.
-RESUMABLE_FIELDS = ('log_every_steps', 'checkpoint_every_steps', 'keep_checkpoints')
+RESUMABLE_FIELDS = (
+  'log_every_steps',
+  'checkpoint_every_steps',
+  'keep_checkpoints',
+)
 
 MODELS = {
   'tiny': models.TinyResNet,
@@ -104,44 +107,6 @@ def _check_workdir_config(config, workdir) -> None:
       json.dump(mine, f, indent=2, sort_keys=True)
 
 
-def _pad_to(arr, size):
-  pad = size - len(arr)
-  return np.concatenate([arr, np.zeros((pad, *arr.shape[1:]), arr.dtype)])
-
-
-class Evaluator:
-  """Logits of a whole split, in fixed-size padded batches on the device."""
-
-  def __init__(self, model, split, batch_size, mesh):
-    n = len(split)
-    self.num = n
-    self.batch_size = batch_size
-    size = -(-n // batch_size) * batch_size
-    sharding = NamedSharding(mesh, P())
-    self.images = jax.device_put(_pad_to(split.image, size), sharding)
-    self.labels = split.label
-    batch_sharding = NamedSharding(mesh, P('data'))
-
-    @jax.jit
-    def logits_fn(params, batch_stats, images, start):
-      x = jax.lax.dynamic_slice_in_dim(images, start, batch_size)
-      x = jax.lax.with_sharding_constraint(
-        pipeline.augment_lib.normalize(x), batch_sharding
-      )
-      return model.apply(
-        {'params': params, 'batch_stats': batch_stats}, x, train=False
-      )
-
-    self._logits = logits_fn
-
-  def logits(self, state) -> np.ndarray:
-    out = [
-      self._logits(state.params, state.batch_stats, self.images, start)
-      for start in range(0, self.images.shape[0], self.batch_size)
-    ]
-    return np.concatenate(jax.device_get(out))[: self.num]
-
-
 def _weight_stats_table(stats) -> dict:
   stats = np.asarray(stats, np.float64)
   count = np.maximum(stats[:, 0], 1)
@@ -167,20 +132,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   _check_workdir_config(config, workdir)
   method = methods.get_method(config.method)
-  if config.dataset in inputs.LARGE_DATASETS:
-    raise NotImplementedError(
-      f'{config.dataset}: the tf.data training loop for large datasets is '
-      'not wired into train_and_evaluate yet.'
-    )
-  data = inputs.load_array_datasets(config)
+  mesh = make_mesh()
+  data = inputs.build_input(config, mesh)
   logging.info('%s (split sha256 %s)', data.summary, data.digest[:12])
-  steps_per_epoch = pipeline.steps_per_epoch(len(data.train), config.batch_size)
+  steps_per_epoch = data.steps_per_epoch
   total_steps = config.num_epochs * steps_per_epoch
   stage2_step = config.stage2_epoch * steps_per_epoch
 
-  mesh = make_mesh()
   replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P('data'))
   model = create_model(config, data.num_classes, method)
   key = jax.random.key(config.seed)
   k_init, k_train, k_dev = jax.random.split(key, 3)
@@ -202,45 +161,44 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info('Resumed from the checkpoint at step %d.', int(state.step))
   start_step = int(state.step)
 
-  train_data = pipeline.to_device(data.train, replicated)
-  dev_data = pipeline.to_device(data.dev, replicated)
+  is_meta = {
+    k: stage in methods.META_STAGES
+    for k, stage in ((1, method.stage1), (2, method.stage2))
+  }
+  meta_start = 0 if is_meta[1] else (stage2_step if is_meta[2] else None)
 
   def make_step(stage):
     update = methods.make_update_fn(
       stage, model, method, config, data.class_counts, steps_per_epoch
     )
+    return data.make_train_step(update, k_train, k_dev, start_step, meta_start)
 
-    def step_fn(state, train_data, dev_data):
-      batch = pipeline.train_batch(
-        train_data, k_train, state.step, config.batch_size
-      )
-      dev = pipeline.dev_batch(
-        dev_data, jax.random.fold_in(k_dev, state.step), config.dev_batch_size
-      )
-      batch, dev = jax.lax.with_sharding_constraint(
-        (batch, dev), batch_sharding
-      )
-      return update(state, batch, dev)
+  steps = {1: make_step(method.stage1)}
+  steps[2] = (
+    steps[1] if method.stage2 == method.stage1 else make_step(method.stage2)
+  )
 
-    return jax.jit(step_fn, donate_argnums=0)
+  def apply_fn(params, batch_stats, images):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    return model.apply(variables, images, train=False)
 
-  steps = {1: make_step(method.stage1), 2: make_step(method.stage2)}
-  test_eval = Evaluator(model, data.test, config.eval_batch_size, mesh)
-  dev_eval = Evaluator(model, data.dev, config.eval_batch_size, mesh)
+  predict = data.make_predict(apply_fn)
   writer = None
   if jax.process_index() == 0:
     writer = summary.MetricWriter(workdir, resume_step=start_step)
   evals_path = os.path.join(workdir, 'evals.jsonl')
   evals = []
   if os.path.exists(evals_path):
-    evals = [e for e in summary.read_jsonl(evals_path) if e['step'] <= start_step]
+    evals = [
+      e for e in summary.read_jsonl(evals_path) if e['step'] <= start_step
+    ]
 
   def run_eval(state):
     test = evaluate.classification_metrics(
-      test_eval.logits(state), data.test.label, data.class_counts
+      *predict(state, 'test'), data.class_counts
     )
     dev = evaluate.classification_metrics(
-      dev_eval.logits(state), data.dev.label, data.class_counts
+      *predict(state, 'dev'), data.class_counts
     )
     record = {
       'step': int(state.step),
@@ -255,7 +213,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       os.replace(evals_path + '.tmp', evals_path)
       writer.write(
         state.step,
-        {'dev/top1_error': dev['top1_error'], 'test/top1_error': test['top1_error']},
+        {
+          'dev/top1_error': dev['top1_error'],
+          'test/top1_error': test['top1_error'],
+        },
       )
     return record
 
@@ -279,7 +240,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   metrics = None
   for step in range(start_step, total_steps):
     stage = 1 if step < stage2_step else 2
-    state, metrics = steps[stage](state, train_data, dev_data)
+    state, metrics = steps[stage](state, is_meta[stage])
     done = step + 1
     if done % config.log_every_steps == 0 or done == total_steps:
       check_finite(state)
