@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -20,7 +21,9 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     self._manager = ocp.CheckpointManager(
       self.directory,
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=True
+      ),
     )
 
   def latest_step(self) -> int | None:
@@ -44,3 +47,24 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def load_numpy(workdir, step: int | None = None):
+  """``(step, state)``: a checkpoint of ``workdir`` as a tree of NumPy arrays.
+
+  Needs no template and works whatever device topology saved it, e.g. to
+  inspect or compare finished runs. ``step`` defaults to the latest.
+  """
+  directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  steps = sorted(int(p) for p in os.listdir(directory) if p.isdigit())
+  if not steps:
+    raise FileNotFoundError(f'no finished checkpoint in {directory}.')
+  step = steps[-1] if step is None else step
+  path = os.path.join(directory, str(step), 'default')
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(path).item_metadata.tree
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  state = checkpointer.restore(
+    path, args=ocp.args.PyTreeRestore(restore_args=args)
+  )
+  return step, state

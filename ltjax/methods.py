@@ -77,7 +77,8 @@ class TrainState(flax.struct.PyTreeNode):
       (empty dicts for other methods).
     weight_stats: ``[C, 5]`` per-class sums over the meta stage: count,
       ``Σε``, ``Σε²``, ``Σ(w+ε)``, ``Σ(w+ε)²``.
-    first_bad_step: the first step whose loss was not finite, or -1.
+    first_bad_step: the first step whose loss or updated parameters were
+      not finite, or -1.
   """
 
   step: jax.Array
@@ -205,10 +206,12 @@ def make_update_fn(
         state.weight_stats, labels, out.eps, out.weights
       )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    bad = ~jnp.isfinite(train_loss)
+    params = optax.apply_updates(state.params, updates)
+    # A finite loss can still overflow the parameters (and NaN the next loss).
+    bad = ~jnp.isfinite(train_loss) | ~jnp.isfinite(optax.global_norm(params))
     new_state = state.replace(
       step=state.step + 1,
-      params=optax.apply_updates(state.params, updates),
+      params=params,
       batch_stats=new_stats,
       opt_state=opt_state,
       first_bad_step=jnp.where(

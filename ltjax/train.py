@@ -225,8 +225,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if bad >= 0:
       ckpt.wait()
       raise FloatingPointError(
-        f'non-finite training loss at step {bad}; stopped. The last good '
-        f'checkpoint (step {ckpt.latest_step()}) is kept in {ckpt.directory}.'
+        f'non-finite training loss or parameters at step {bad}; stopped. '
+        f'The last good checkpoint (step {ckpt.latest_step()}) is kept in '
+        f'{ckpt.directory}; lower the learning rate or check the data.'
       )
 
   logging.info(

@@ -12,6 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from ltjax.checkpoint import load_numpy
 from ltjax.summary import read_jsonl
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -46,10 +47,7 @@ def run_cli(workdir, data_dir, *extra, check=True):
 
 
 def final_params(workdir):
-  ckpt = pathlib.Path(workdir) / 'checkpoints'
-  last = max(int(p.name) for p in ckpt.iterdir() if p.name.isdigit())
-  state = ocp.StandardCheckpointer().restore(ckpt / str(last) / 'default')
-  return last, state
+  return load_numpy(workdir)
 
 
 @pytest.fixture(scope='module')

@@ -1,0 +1,163 @@
+"""The update steps of each stage against direct computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import ltjax
+from ltjax import config_lib, methods, models
+
+COUNTS = np.array([50, 20, 8, 3])
+
+
+def setup(method='ours_ce'):
+  config = config_lib.base_config('cifar10', method)
+  model = models.TinyResNet(num_classes=4, cosine_head=method.endswith('ldam'))
+  state = methods.init_state(model, config, 4, (8, 8, 3), 10, jax.random.key(0))
+  k1, k2 = jax.random.split(jax.random.key(1))
+  batch = {
+    'image': jax.random.normal(k1, (8, 8, 8, 3)),
+    'label': jnp.arange(8) % 4,
+  }
+  dev = {'image': jax.random.normal(k2, (4, 8, 8, 3)), 'label': jnp.arange(4)}
+  return config, model, state, batch, dev
+
+
+def sgd_step(config, state, grads, lr):
+  opt = optax.chain(
+    optax.add_decayed_weights(config.weight_decay),
+    optax.sgd(lr, momentum=0.9, nesterov=True),
+  )
+  updates, _ = opt.update(grads, opt.init(state.params), state.params)
+  return optax.apply_updates(state.params, updates)
+
+
+def assert_trees_close(a, b, **kw):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(x, y, **kw)
+
+
+@pytest.mark.parametrize('stage', ['plain', 'cb'])
+def test_plain_and_class_balanced_stages(stage):
+  config, model, state, batch, dev = setup('cb_ce')
+  method = methods.get_method('cb_ce')
+  update = methods.make_update_fn(stage, model, method, config, COUNTS, 10)
+  new, metrics = jax.jit(update)(state, batch, dev)
+  w = ltjax.class_balanced_weights(COUNTS) if stage == 'cb' else np.ones(4)
+  loss_fn = ltjax.models.make_loss_fn(model, ltjax.softmax_cross_entropy)
+
+  def loss(p):
+    per_ex, _ = loss_fn(p, state.batch_stats, batch)
+    return jnp.mean(jnp.asarray(w)[batch['label']] * per_ex)
+
+  value, grads = jax.value_and_grad(loss)(state.params)
+  np.testing.assert_allclose(metrics['train/loss'], value, rtol=1e-6)
+  assert_trees_close(
+    new.params, sgd_step(config, state, grads, 0.1), rtol=2e-5, atol=1e-7
+  )
+  assert int(new.step) == 1 and int(new.first_bad_step) == -1
+
+
+def test_ours_stage_applies_the_meta_step():
+  config, model, state, batch, dev = setup('ours_ce')
+  update = methods.make_update_fn(
+    'ours', model, methods.get_method('ours_ce'), config, COUNTS, 10
+  )
+  new, _ = jax.jit(update)(state, batch, dev)
+  loss_fn = ltjax.models.make_loss_fn(model, ltjax.softmax_cross_entropy)
+  w = jnp.asarray(ltjax.class_balanced_weights(COUNTS), jnp.float32)
+  out = ltjax.meta_step(
+    loss_fn, state.params, state.batch_stats, batch, dev,
+    w[batch['label']], inner_lr=0.1, eps_lr=0.01,
+  )  # fmt: skip
+  assert_trees_close(
+    new.params, sgd_step(config, state, out.grads, 0.1), rtol=2e-5, atol=1e-7
+  )
+  # Per-class statistics of ε and w + ε, accumulated for the figure.
+  stats = np.asarray(new.weight_stats)
+  np.testing.assert_array_equal(stats[:, 0], [2, 2, 2, 2])
+  eps = np.asarray(out.eps)
+  labels = np.asarray(batch['label'])
+  for c in range(4):
+    np.testing.assert_allclose(
+      stats[c, 1], eps[labels == c].sum(), rtol=1e-5, atol=1e-9
+    )
+    np.testing.assert_allclose(
+      stats[c, 3], (w[c] + eps[labels == c]).sum(), rtol=1e-5
+    )
+
+
+# Every (loss, stage) pair that some method of the paper's tables runs.
+PAIRS = sorted(
+  {
+    (name, stage)
+    for name, m in methods.METHODS.items()
+    for stage in (m.stage1, m.stage2)
+    if name
+    == min(
+      n
+      for n, o in methods.METHODS.items()
+      if o.loss == m.loss and stage in (o.stage1, o.stage2)
+    )
+  }
+)
+
+
+def test_pairs_cover_every_method():
+  covered = {(methods.METHODS[n].loss, s) for n, s in PAIRS}
+  for m in methods.METHODS.values():
+    assert {(m.loss, m.stage1), (m.loss, m.stage2)} <= covered
+
+
+@pytest.mark.parametrize('name, stage', PAIRS)
+def test_every_stage_of_every_method_runs(name, stage):
+  config, model, state, batch, dev = setup(name)
+  method = methods.get_method(name)
+  update = methods.make_update_fn(stage, model, method, config, COUNTS, 10)
+  new, metrics = jax.jit(update)(state, batch, dev)
+  assert np.isfinite(metrics['train/loss'])
+
+  def changed(a, b):
+    return any(
+      jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.any(x != y)), a, b))
+    )
+
+  assert changed(new.params, state.params)
+  if stage == 'mwn':
+    assert changed(new.vnet_params, state.vnet_params)
+
+
+def test_learning_rate_schedule_and_warmup():
+  config = config_lib.base_config('cifar10', 'ce')
+  lr = jax.jit(methods.learning_rate_fn(config, 10))
+  # lr x 0.01 at epoch 160 and again at 180 (10 steps per epoch).
+  assert float(lr(1599)) == pytest.approx(0.1)
+  assert float(lr(1600)) == pytest.approx(1e-3)
+  assert float(lr(1800)) == pytest.approx(1e-5)
+  config = config_lib.base_config('cifar10', 'ldam_drw')
+  lr = methods.learning_rate_fn(config, 10)
+  assert config.warmup_epochs == 5
+  assert [float(lr(s)) for s in (0, 10, 40, 50)] == pytest.approx(
+    [0.02, 0.04, 0.1, 0.1]
+  )
+
+
+def test_non_finite_loss_is_recorded_with_its_step():
+  config, model, state, batch, dev = setup('ce')
+  update = jax.jit(
+    methods.make_update_fn(
+      'plain', model, methods.get_method('ce'), config, COUNTS, 10
+    )
+  )
+  state, _ = update(state, batch, dev)
+  bad = dict(batch, image=batch['image'].at[0, 0, 0, 0].set(jnp.nan))
+  state, _ = update(state, bad, dev)
+  state, _ = update(state, batch, dev)
+  assert int(state.first_bad_step) == 1
+
+
+def test_unknown_method():
+  with pytest.raises(ValueError, match="unknown method 'x'.*'ours_ce'"):
+    methods.get_method('x')
