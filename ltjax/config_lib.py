@@ -78,6 +78,7 @@ def base_config(dataset: str, method: str) -> ml_collections.ConfigDict:
   c.data.test_per_class = 0  # > 0: carve a test set when there is none
   c.data.split_seed = 0
   c.data.tfds_data_dir = ''  # '' : tfds's default (~/tensorflow_datasets)
+  c.data.download = False  # True: let tfds download an unprepared dataset
   c.data.dir = ''  # folder of the npz files (dataset 'npz')
   c.data.train_file = ''
   c.data.test_file = ''

@@ -77,7 +77,9 @@ def _load_full_splits(config):
     return (*splits, num_classes)
   from ltjax.data import tfds_sources  # imports TensorFlow
 
-  source = tfds_sources.TfdsSource(config.dataset, data_dir=cfg.tfds_data_dir)
+  source = tfds_sources.TfdsSource(
+    config.dataset, data_dir=cfg.tfds_data_dir or None, download=cfg.download
+  )
   train, test = source.arrays('train'), source.arrays('test')
   return train, test, None, source.num_classes
 
@@ -256,6 +258,7 @@ class HostInput:
       data_dir=cfg.tfds_data_dir or None,
       dev_source=cfg.dev_source,
       places_lt_dir=cfg.places_lt_dir or None,
+      download=cfg.download,
     )
     spec = source.spec
     if cfg.dev_per_class and spec.dev_split is None:

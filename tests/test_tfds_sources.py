@@ -131,6 +131,22 @@ def test_carve_dev_is_balanced_and_disjoint(name):
   assert not np.array_equal(other.dev, split.dev)
 
 
+def test_download_only_when_asked(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(
+    tfds.core.DatasetBuilder,
+    'download_and_prepare',
+    lambda self, **kw: calls.append(self.name),
+  )
+  with pytest.raises(FileNotFoundError, match='not prepared'):
+    ts.TfdsSource('cifar10', tmp_path)
+  assert calls == []
+  # Asked to download: tfds is called (here a stub that prepares nothing).
+  with pytest.raises(FileNotFoundError, match='not prepared'):
+    ts.TfdsSource('cifar10', tmp_path, download=True)
+  assert calls == ['cifar10']
+
+
 def test_unprepared_dataset_says_how_to_prepare(tmp_path):
   with pytest.raises(FileNotFoundError) as e:
     ts.TfdsSource('cifar100', tmp_path)

@@ -247,6 +247,9 @@ class TfdsSource:
       ``~/tensorflow_datasets``).
     dev_source: ImageNet-LT's dev set, see :func:`get_spec`.
     places_lt_dir: Places-LT only: folder with ``Places_LT_*.txt``.
+    download: download and prepare the dataset when it is not prepared (the
+      only use of the network; off by default, and not possible for the
+      datasets that need a manual download).
 
   Raises:
     ValueError: unknown name.
@@ -255,7 +258,13 @@ class TfdsSource:
   """
 
   def __init__(
-    self, name, data_dir=None, *, dev_source='validation', places_lt_dir=None
+    self,
+    name,
+    data_dir=None,
+    *,
+    dev_source='validation',
+    places_lt_dir=None,
+    download=False,
   ):
     self.spec = get_spec(name, dev_source)
     self._lists = None
@@ -266,6 +275,9 @@ class TfdsSource:
     self.builder = tfds.builder(
       self.spec.tfds_name, data_dir=data_dir, try_gcs=False
     )
+    if not self.builder.is_prepared() and download:
+      # The one place that may use the network, and only when asked to.
+      self.builder.download_and_prepare()
     if not self.builder.is_prepared():
       raise FileNotFoundError(
         f'{name}: tfds dataset {self.spec.tfds_name} is not prepared in '

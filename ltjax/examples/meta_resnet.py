@@ -4,7 +4,9 @@ Takes CIFAR-style images from an ``.npz`` file (keys ``image`` uint8
 ``[N, 32, 32, 3]`` and ``label`` int ``[N]``, read without unpickling) or,
 without ``--data``, random images. It carves a balanced dev set (``--dev``
 per class), subsamples the rest to the long-tailed profile
-``n_i = int(n_max (1/IF)^(i/(C-1)))``, and runs ``--steps`` meta steps with
+``n_i = int(n_max (1/IF)^(i/(C-1)))`` (``ltjax.data.long_tail_split``), keeps
+both on the device with the official augmentation
+(``ltjax.data.pipeline``), and runs ``--steps`` meta steps with
 class-balanced base weights and the official meta-stage optimizer (SGD,
 Nesterov momentum 0.9, weight decay 5e-4). It prints the losses, the learned
 ε per class and the step time. The full trainer (augmentation, schedules,
@@ -25,7 +27,8 @@ import optax
 from absl import app, flags
 
 import ltjax
-from ltjax import models
+from ltjax import data, models
+from ltjax.data import pipeline
 
 flags.DEFINE_string('data', None, 'Path of an .npz with image and label.')
 flags.DEFINE_integer('steps', 20, 'Meta steps to run.')
@@ -41,60 +44,35 @@ flags.DEFINE_float(
 flags.DEFINE_integer('seed', 0, 'Random seed.')
 FLAGS = flags.FLAGS
 
-MEAN = np.array([125.3, 123.0, 113.9]) / 255
-STD = np.array([63.0, 62.1, 66.7]) / 255
 
-
-def load(path: str | None, rng: np.random.Generator):
+def load(path: str | None) -> data.ArrayData:
   if path is None:
     print('No --data: using random images, 10 classes.')
+    rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (5000, 32, 32, 3), dtype=np.uint8)
-    return images, np.arange(5000) % 10
+    return data.from_arrays(images, np.arange(5000) % 10)
   try:
-    with np.load(path, allow_pickle=False) as f:
-      images, labels = f['image'], f['label']
-  except FileNotFoundError:
-    raise SystemExit(f'--data={path}: no such file.') from None
-  except KeyError as e:
-    raise SystemExit(
-      f'--data={path} needs arrays "image" and "label": {e}'
-    ) from None
-  if images.ndim != 4 or images.shape[-1] != 3 or len(images) != len(labels):
-    raise SystemExit(
-      f'--data={path}: expected image [N, H, W, 3] and label [N], got '
-      f'{images.shape} and {labels.shape}.'
-    )
-  return images, labels.astype(np.int64)
-
-
-def split(labels, dev_per_class, imbalance, rng):
-  """Balanced dev indices, then long-tailed training indices from the rest."""
-  classes = np.unique(labels)
-  pools = [rng.permutation(np.flatnonzero(labels == c)) for c in classes]
-  dev = np.concatenate([p[:dev_per_class] for p in pools])
-  rest = [p[dev_per_class:] for p in pools]
-  n_max = min(len(p) for p in rest)
-  counts = [
-    int(n_max * (1 / imbalance) ** (i / (len(classes) - 1)))
-    for i in range(len(classes))
-  ]
-  train = np.concatenate([p[:n] for p, n in zip(rest, counts, strict=True)])
-  return train, dev, np.array(counts)
+    return data.load_npz(path)
+  except (FileNotFoundError, ValueError) as e:
+    raise SystemExit(f'--data: {e}') from None
 
 
 def main(argv):
   del argv
-  rng = np.random.default_rng(FLAGS.seed)
-  images, labels = load(FLAGS.data, rng)
-  train, dev, counts = split(labels, FLAGS.dev, FLAGS.imbalance, rng)
-  num_classes = len(counts)
-  print(f'{len(train)} long-tailed training images, counts {counts.tolist()}')
-  print(f'{len(dev)} dev images ({FLAGS.dev} per class)')
-  x = jnp.asarray((images / 255.0 - MEAN) / STD, jnp.float32)
-  y = jnp.asarray(labels)
+  arrays = load(FLAGS.data)
+  num_classes = int(arrays.label.max()) + 1
+  split = data.long_tail_split(
+    arrays.label, num_classes, FLAGS.imbalance, FLAGS.dev, seed=FLAGS.seed
+  )
+  counts = split.class_counts
+  print(f'{split.summary()}; counts {counts.tolist()}')
+  train_data = pipeline.to_device(arrays.subset(split.train))
+  dev_data = pipeline.to_device(arrays.subset(split.dev))
 
   model = models.ResNet32(num_classes=num_classes)
-  variables = model.init(jax.random.key(FLAGS.seed), x[:1], train=False)
+  key = jax.random.key(FLAGS.seed)
+  k_init, k_train, k_dev = jax.random.split(key, 3)
+  variables = model.init(k_init, jnp.zeros((1, 32, 32, 3)), train=False)
   params, stats = variables['params'], variables['batch_stats']
   loss_fn = models.make_loss_fn(model, ltjax.softmax_cross_entropy)
   class_weights = jnp.asarray(ltjax.class_balanced_weights(counts), jnp.float32)
@@ -105,9 +83,12 @@ def main(argv):
   opt_state = opt.init(params)
 
   @jax.jit
-  def train_step(params, stats, opt_state, idx, dev_idx):
-    batch = {'image': x[idx], 'label': y[idx]}
-    dev_batch = {'image': x[dev_idx], 'label': y[dev_idx]}
+  def train_step(params, stats, opt_state, step):
+    # Batches gathered and augmented on the device, from (key, step).
+    batch = pipeline.train_batch(train_data, k_train, step, FLAGS.batch_size)
+    dev_batch = pipeline.dev_batch(
+      dev_data, jax.random.fold_in(k_dev, step), FLAGS.batch_size
+    )
     out = ltjax.meta_step(
       loss_fn, params, stats, batch, dev_batch, class_weights[batch['label']],
       inner_lr=FLAGS.lr,
@@ -123,11 +104,9 @@ def main(argv):
   eps_sum, seen = np.zeros(num_classes), np.zeros(num_classes)
   times = []
   for step in range(FLAGS.steps):
-    idx = rng.choice(train, FLAGS.batch_size, replace=False)
-    dev_idx = rng.choice(dev, min(FLAGS.batch_size, len(dev)), replace=False)
     start = time.perf_counter()
     params, stats, opt_state, out, e, n = train_step(
-      params, stats, opt_state, idx, dev_idx
+      params, stats, opt_state, step
     )
     jax.block_until_ready(out)
     times.append(time.perf_counter() - start)
