@@ -1,6 +1,15 @@
-"""Throughput of the tf.data host pipeline on synthetic JPEGs, offline.
+"""Throughput of ltjax's input pipelines, offline.
 
 Run: ``python -m benchmarks.data_pipeline [--num-images 2048 ...]``.
+
+CIFAR-LT (device pipeline): ``--cifar-images`` random 32 x 32 uint8 images
+(12,406, the size of CIFAR-10-LT at imbalance 100) kept on the device;
+:func:`ltjax.data.pipeline.train_batch` gathers a batch of 100 and does the
+official augmentation in one jitted call. For comparison, the same
+augmentation in NumPy on the host (:func:`ltjax.data.augment.augment_numpy`,
+per image as a host loader would) plus the transfer to the device.
+
+Large datasets (tf.data host pipeline):
 
 Encodes ``--num-images`` smooth random ``--side`` x ``--side`` JPEGs (low-
 frequency colour fields plus noise, so that they compress like photos) into
@@ -58,6 +67,44 @@ def _time(batches, steps: int, warmup: int, batch_size: int) -> float:
   return steps * batch_size / (time.perf_counter() - start)
 
 
+def cifar_rows(num_images: int, steps: int, warmup: int, batch: int = 100):
+  """images/s of the device pipeline and of a host NumPy twin."""
+  import jax
+
+  from ltjax.data import ArrayData, augment, pipeline
+
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (num_images, 32, 32, 3), np.uint8)
+  labels = (np.arange(num_images) % 10).astype(np.int32)
+  data = pipeline.to_device(ArrayData(images, labels))
+  key = jax.random.key(0)
+  make = jax.jit(pipeline.train_batch, static_argnums=3)
+  step = iter(range(10**9))
+
+  def device():
+    while True:
+      yield jax.block_until_ready(make(data, key, next(step), batch))
+
+  def host():
+    while True:
+      idx = rng.choice(num_images, batch, replace=False)
+      offsets = rng.integers(0, 9, (batch, 2))
+      flips = rng.random(batch) < 0.5
+      x = augment.augment_numpy(images[idx], offsets, flips)
+      yield jax.block_until_ready(jax.device_put(x))
+
+  return [
+    (
+      f'CIFAR, device: gather + pad/crop/flip/normalize in jit (batch {batch})',
+      _time(device(), steps, warmup, batch),
+    ),
+    (
+      f'CIFAR, host NumPy: same augmentation + transfer (batch {batch})',
+      _time(host(), steps, warmup, batch),
+    ),
+  ]
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--num-images', type=int, default=2048)
@@ -66,8 +113,10 @@ def main(argv=None):
   parser.add_argument('--image-size', type=int, default=224)
   parser.add_argument('--steps', type=int, default=24)
   parser.add_argument('--warmup', type=int, default=4)
+  parser.add_argument('--cifar-images', type=int, default=12406)
   args = parser.parse_args(argv)
 
+  rows = cifar_rows(args.cifar_images, 10 * args.steps, args.warmup)
   import tensorflow as tf
 
   from ltjax.data import tf_pipeline
@@ -77,7 +126,6 @@ def main(argv=None):
   labels = np.arange(args.num_images) % 1000
   ds = tf.data.Dataset.from_tensor_slices({'image': jpegs, 'label': labels})
   batch = args.batch_size
-  rows = []
   train = tf_pipeline.train_batches(
     ds, batch_size=batch, seed=0, image_size=args.image_size
   )
@@ -94,6 +142,8 @@ def main(argv=None):
   rate = _time(evaluation(), eval_steps, args.warmup, batch)
   rows.append(('eval: decode, resize 256, center crop, normalize', rate))
 
+  import jax
+
   if hasattr(os, 'sched_getaffinity'):
     cpus = len(os.sched_getaffinity(0))
   else:
@@ -101,8 +151,9 @@ def main(argv=None):
   print(
     f'Machine: {_cpu_model()}, {cpus} CPUs available '
     f'(os.cpu_count() = {os.cpu_count()}); TensorFlow {tf.__version__}; '
-    f'{datetime.date.today().isoformat()}.\n'
-    f'Input: {args.num_images} synthetic {args.side}x{args.side} JPEGs in '
+    f'{datetime.date.today().isoformat()}; JAX {jax.__version__} on '
+    f'{jax.devices()[0].platform}.\n'
+    f'Large-dataset input: {args.num_images} synthetic {args.side}x{args.side} JPEGs in '
     f'memory (mean {mean_kb:.1f} KiB); output {args.image_size}x'
     f'{args.image_size}, batch {batch}, {args.steps} timed steps after '
     f'{args.warmup} warm-up.\n'

@@ -132,9 +132,14 @@ def load_array_datasets(config) -> ArrayDatasets:
   train = train.subset(train_idx)
   counts = np.bincount(train.label, minlength=num_classes)
   if counts.min() == 0:
+    fix = (
+      'lower the imbalance factor or raise n_max'
+      if cfg.imbalance
+      else 'every class needs at least one training image'
+    )
     raise ValueError(
-      f'class {int(np.argmin(counts))} has no training images; lower the '
-      'imbalance factor or raise n_max.'
+      f'class {int(np.argmin(counts))} has no training images; {fix} '
+      f'(or lower config.num_classes).'
     )
   digest = data_lib.LongTailSplit(train_idx, dev_idx, counts, 0.0).digest()
   groups = data_lib.shot_groups(counts)

@@ -172,3 +172,30 @@ def test_workdir_of_another_config_is_refused(full_run, cifar_prefix_npz):
   assert proc.returncode != 0
   assert "fields ['seed'] differ" in proc.stderr
   assert 'holds a run of a different config' in proc.stderr
+
+
+def test_own_npz_files_as_readme_shows(tmp_path):
+  rng = np.random.default_rng(0)
+  for split, n in (('train', 400), ('test', 60), ('dev', 40)):
+    labels = np.arange(n) % 20
+    if split == 'train':  # long-tailed already: every class, most in few
+      labels[20:] = np.minimum(rng.geometric(0.25, n - 20) - 1, 19)
+    images = rng.integers(0, 256, (n, 16, 16, 3), np.uint8)
+    np.savez(tmp_path / f'{split}.npz', image=images, label=labels)
+  cmd = [
+    sys.executable, '-m', 'ltjax.main', f'--workdir={tmp_path / "run"}',
+    '--config=configs/cifar10_lt.py:source=npz,method=ours_ce',
+    '--config.num_classes=20', f'--config.data.dir={tmp_path}',
+    '--config.data.train_file=train.npz', '--config.data.test_file=test.npz',
+    '--config.data.dev_file=dev.npz', '--config.data.imbalance=0',
+    '--config.model=tiny', '--config.num_epochs=2', '--config.stage2_epoch=1',
+    '--config.batch_size=50', '--config.dev_batch_size=20',
+  ]  # fmt: skip
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads((tmp_path / 'run' / 'results.json').read_text())
+  train = np.load(tmp_path / 'train.npz')['label']
+  assert (
+    results['train_class_counts'] == np.bincount(train, minlength=20).tolist()
+  )
+  assert results['last']['test']['num_examples'] == 60
