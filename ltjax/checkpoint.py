@@ -14,6 +14,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 
+def step_of(state) -> int:
+  """The step of a state (with vectorized seeds, the step they share)."""
+  return int(np.max(jax.device_get(state.step)))
+
+
 class Checkpointer:
   """Checkpoints of a :class:`ltjax.methods.TrainState` in ``workdir``."""
 
@@ -30,7 +35,7 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, state, *, force: bool = False) -> None:
-    step = int(jax.device_get(state.step))
+    step = step_of(state)
     if step in self._manager.all_steps():
       return
     self._manager.save(step, args=ocp.args.StandardSave(state), force=force)

@@ -38,6 +38,8 @@ def base_config(dataset: str, method: str) -> ml_collections.ConfigDict:
   c.model = 'resnet32'
   c.num_classes = 10  # only read for dataset 'npz'
   c.seed = 0
+  c.num_seeds = 1  # > 1: that many independent runs in one vmapped step
+  c.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
 
   c.batch_size = 100
   c.dev_batch_size = 100

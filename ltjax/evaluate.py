@@ -61,3 +61,40 @@ def classification_metrics(logits, labels, train_class_counts) -> dict:
     out[f'{name}_shot_accuracy'] = float(acc.mean()) if acc.size else None
   out['num_examples'] = int(len(labels))
   return out
+
+
+SUMMARY_KEYS = (
+  'top1_error',
+  'top3_error',
+  'top5_error',
+  'many_shot_accuracy',
+  'medium_shot_accuracy',
+  'few_shot_accuracy',
+)
+
+
+def summarize_seeds(per_seed: list[dict]) -> dict:
+  """Mean and standard deviation over seeds of the headline test metrics.
+
+  Args:
+    per_seed: per seed, ``{'last': record, 'dev_selected': record}`` with
+      ``record['test']`` from :func:`classification_metrics`.
+
+  Returns:
+    ``{'last' | 'dev_selected': {metric: {'mean', 'std', 'values'}}}``; the
+    standard deviation is the sample one (``ddof=1``).
+  """
+  out = {}
+  for which in ('last', 'dev_selected'):
+    out[which] = {}
+    for key in SUMMARY_KEYS:
+      values = [r[which]['test'].get(key) for r in per_seed]
+      if any(v is None for v in values):
+        continue
+      values = np.asarray(values, np.float64)
+      out[which][key] = {
+        'mean': float(values.mean()),
+        'std': float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        'values': values.tolist(),
+      }
+  return out

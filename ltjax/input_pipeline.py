@@ -191,11 +191,15 @@ class DeviceInput:
       images = jax.device_put(_pad_to(split.image, padded), replicated)
       self._eval[name] = (images, split.label)
 
-  def make_train_step(self, update, k_train, k_dev, start_step, meta_start):
+  def make_train_step(
+    self, update, k_train, k_dev, start_step, meta_start, num_seeds=1
+  ):
     """``step(state, uses_dev) -> (state, metrics)``: gather, augment, update.
 
     Batches are a function of ``state.step``, so ``start_step`` and
-    ``meta_start`` are not needed; an unused dev batch is compiled away.
+    ``meta_start`` are not needed; an unused dev batch is compiled away. With
+    ``num_seeds > 1`` the state and keys carry a leading seed axis and the
+    step is vmapped over it (every seed its own batches and augmentation).
     """
     del start_step, meta_start
     import jax
@@ -204,35 +208,43 @@ class DeviceInput:
 
     config = self._config
 
-    def step_fn(state, train_data, dev_data):
+    def step_fn(state, k_train, k_dev, train_data, dev_data):
       batch = pipeline.train_batch(
         train_data, k_train, state.step, config.batch_size
       )
       dev = pipeline.dev_batch(
         dev_data, jax.random.fold_in(k_dev, state.step), config.dev_batch_size
       )
-      batch, dev = jax.lax.with_sharding_constraint(
-        (batch, dev), self._batch_sharding
-      )
+      if num_seeds == 1:
+        batch, dev = jax.lax.with_sharding_constraint(
+          (batch, dev), self._batch_sharding
+        )
       return update(state, batch, dev)
 
+    if num_seeds > 1:
+      step_fn = jax.vmap(step_fn, in_axes=(0, 0, 0, None, None))
     jitted = jax.jit(step_fn, donate_argnums=0)
-    return lambda state, uses_dev: jitted(state, self._train, self._dev)
+    return lambda state, uses_dev: jitted(
+      state, k_train, k_dev, self._train, self._dev
+    )
 
-  def make_predict(self, apply_fn):
-    """``predict(state, split) -> (logits [n, C], labels [n])`` on host."""
+  def make_predict(self, apply_fn, num_seeds=1):
+    """``predict(state, split) -> (logits, labels [n])`` on host: logits
+    ``[n, C]``, or ``[num_seeds, n, C]`` for a vmapped state."""
     import jax
 
     from ltjax.data import augment
 
     size = self._config.eval_batch_size
+    if num_seeds > 1:
+      apply_fn = jax.vmap(apply_fn, in_axes=(0, 0, None))
 
     @jax.jit
     def logits(params, batch_stats, images, start):
       x = jax.lax.dynamic_slice_in_dim(images, start, size)
-      x = jax.lax.with_sharding_constraint(
-        augment.normalize(x), self._batch_sharding
-      )
+      x = augment.normalize(x)
+      if num_seeds == 1:
+        x = jax.lax.with_sharding_constraint(x, self._batch_sharding)
       return apply_fn(params, batch_stats, x)
 
     def predict(state, split):
@@ -241,7 +253,8 @@ class DeviceInput:
         logits(state.params, state.batch_stats, images, start)
         for start in range(0, images.shape[0], size)
       ]
-      return np.concatenate(jax.device_get(out))[: len(labels)], labels
+      out = np.concatenate(jax.device_get(out), axis=-2)
+      return out[..., : len(labels), :], labels
 
     return predict
 
@@ -340,7 +353,9 @@ class HostInput:
       image_size=self._config.image_size,
     )
 
-  def make_train_step(self, update, k_train, k_dev, start_step, meta_start):
+  def make_train_step(
+    self, update, k_train, k_dev, start_step, meta_start, num_seeds=1
+  ):
     """``step(state) -> (state, metrics)`` over host batches.
 
     Every stage's step draws from the same two iterators, so batch ``s`` is
@@ -349,6 +364,7 @@ class HostInput:
     """
     import jax
 
+    assert num_seeds == 1, 'checked by train.check_config'
     config = self._config
     if self._iters is None:
       seed = int(jax.random.randint(k_train, (), 0, 2**31 - 1))
@@ -371,8 +387,9 @@ class HostInput:
 
     return step
 
-  def make_predict(self, apply_fn):
+  def make_predict(self, apply_fn, num_seeds=1):
     """``predict(state, split) -> (logits [n, C], labels [n])`` on host."""
+    assert num_seeds == 1, 'checked by train.check_config'
     import jax
     from jax.experimental import multihost_utils
     from jax.sharding import NamedSharding

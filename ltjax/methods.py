@@ -92,15 +92,25 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def per_example_loss(method: Method, config, class_counts):
-  """The per-example loss ``(logits, labels) -> [batch]`` of ``method``."""
+  """The per-example loss ``(logits, labels) -> [batch]`` of ``method``.
+
+  Logits are cast to float32 first, so losses (and the meta step's ε) stay
+  float32 when the model computes in bfloat16.
+  """
   if method.loss == 'ce':
-    return losses_lib.softmax_cross_entropy
-  if method.loss == 'focal':
-    return functools.partial(losses_lib.focal_loss, gamma=config.focal_gamma)
-  margins = losses_lib.ldam_margins(class_counts, config.ldam_max_margin)
-  return functools.partial(
-    losses_lib.ldam_loss, margins=margins, scale=config.ldam_scale
-  )
+    loss = losses_lib.softmax_cross_entropy
+  elif method.loss == 'focal':
+    loss = functools.partial(losses_lib.focal_loss, gamma=config.focal_gamma)
+  else:
+    margins = losses_lib.ldam_margins(class_counts, config.ldam_max_margin)
+    loss = functools.partial(
+      losses_lib.ldam_loss, margins=margins, scale=config.ldam_scale
+    )
+
+  def f32_loss(logits, labels):
+    return loss(logits.astype(jnp.float32), labels)
+
+  return f32_loss
 
 
 def learning_rate_fn(config, steps_per_epoch: int):
@@ -208,7 +218,10 @@ def make_update_fn(
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # A finite loss can still overflow the parameters (and NaN the next loss).
-    bad = ~jnp.isfinite(train_loss) | ~jnp.isfinite(optax.global_norm(params))
+    finite = jnp.isfinite(train_loss)
+    for leaf in jax.tree.leaves(params):
+      finite &= jnp.all(jnp.isfinite(leaf))
+    bad = ~finite
     new_state = state.replace(
       step=state.step + 1,
       params=params,

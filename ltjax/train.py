@@ -15,6 +15,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.sharding import NamedSharding
@@ -22,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from ltjax import evaluate, figures, methods, models, summary
 from ltjax import input_pipeline as inputs
-from ltjax.checkpoint import Checkpointer
+from ltjax.checkpoint import Checkpointer, step_of
 
 # Fields that may change between a run and its resumption.
 RESUMABLE_FIELDS = (
@@ -30,6 +31,8 @@ RESUMABLE_FIELDS = (
   'checkpoint_every_steps',
   'keep_checkpoints',
 )
+
+COMPUTE_DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
 MODELS = {
   'tiny': models.TinyResNet,
@@ -47,7 +50,9 @@ def create_model(config, num_classes: int, method: methods.Method):
       f'{sorted(MODELS)}.'
     )
   return MODELS[config.model](
-    num_classes=num_classes, cosine_head=method.loss == 'ldam'
+    num_classes=num_classes,
+    cosine_head=method.loss == 'ldam',
+    dtype=COMPUTE_DTYPES[config.compute_dtype],
   )
 
 
@@ -77,6 +82,18 @@ def check_config(config) -> None:
       f'config.stage2_epoch must lie in [0, num_epochs={config.num_epochs}], '
       f'got {config.stage2_epoch}.'
     )
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(
+      f'config.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, got '
+      f'{config.compute_dtype!r}.'
+    )
+  if config.num_seeds < 1:
+    raise ValueError(f'config.num_seeds must be >= 1, got {config.num_seeds}.')
+  if config.num_seeds > 1 and config.dataset in inputs.LARGE_DATASETS:
+    raise ValueError(
+      f'config.num_seeds={config.num_seeds}: vectorized seeds need an array '
+      f'dataset kept on the device (CIFAR or npz), not {config.dataset}.'
+    )
   n = jax.device_count()
   for field in ('batch_size', 'dev_batch_size'):
     if config[field] % n:
@@ -105,6 +122,23 @@ def _check_workdir_config(config, workdir) -> None:
   elif jax.process_index() == 0:
     with open(path, 'w') as f:
       json.dump(mine, f, indent=2, sort_keys=True)
+
+
+def _eval_row(records) -> dict:
+  """One line of ``evals.jsonl``: a record, or the records of every seed."""
+  if len(records) == 1:
+    return records[0]
+  step, epoch = records[0]['step'], records[0]['epoch']
+  seeds = [{k: r[k] for k in ('dev_top1_error', 'test')} for r in records]
+  return {'step': step, 'epoch': epoch, 'seeds': seeds}
+
+
+def _eval_records(row) -> list[dict]:
+  if 'seeds' not in row:
+    return [row]
+  return [
+    {'step': row['step'], 'epoch': row['epoch'], **r} for r in row['seeds']
+  ]
 
 
 def _weight_stats_table(stats) -> dict:
@@ -141,25 +175,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   replicated = NamedSharding(mesh, P())
   model = create_model(config, data.num_classes, method)
+  num_seeds = config.num_seeds
+  init = functools.partial(
+    methods.init_state,
+    model,
+    config,
+    data.num_classes,
+    data.image_shape,
+    steps_per_epoch,
+  )
   key = jax.random.key(config.seed)
-  k_init, k_train, k_dev = jax.random.split(key, 3)
-  state = jax.jit(
-    functools.partial(
-      methods.init_state,
-      model,
-      config,
-      data.num_classes,
-      data.image_shape,
-      steps_per_epoch,
-    ),
-    out_shardings=replicated,
-  )(k_init)
+  if num_seeds == 1:
+    k_init, k_train, k_dev = jax.random.split(key, 3)
+  else:  # seed s of the run: keys from fold_in(key, s)
+    seed_keys = jax.vmap(lambda s: jax.random.fold_in(key, s))(
+      jnp.arange(num_seeds)
+    )
+    split = jax.vmap(lambda k: jax.random.split(k, 3))(seed_keys)
+    k_init, k_train, k_dev = split[:, 0], split[:, 1], split[:, 2]
+    init = jax.vmap(init)
+  state = jax.jit(init, out_shardings=replicated)(k_init)
 
   ckpt = Checkpointer(workdir, config.keep_checkpoints)
   if ckpt.latest_step() is not None:
     state = ckpt.restore_latest(state)
-    logging.info('Resumed from the checkpoint at step %d.', int(state.step))
-  start_step = int(state.step)
+    logging.info('Resumed from the checkpoint at step %d.', step_of(state))
+  start_step = step_of(state)
 
   is_meta = {
     k: stage in methods.META_STAGES
@@ -171,7 +212,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     update = methods.make_update_fn(
       stage, model, method, config, data.class_counts, steps_per_epoch
     )
-    return data.make_train_step(update, k_train, k_dev, start_step, meta_start)
+    return data.make_train_step(
+      update, k_train, k_dev, start_step, meta_start, num_seeds
+    )
 
   steps = {1: make_step(method.stage1)}
   steps[2] = (
@@ -182,7 +225,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     variables = {'params': params, 'batch_stats': batch_stats}
     return model.apply(variables, images, train=False)
 
-  predict = data.make_predict(apply_fn)
+  predict = data.make_predict(apply_fn, num_seeds)
   writer = None
   if jax.process_index() == 0:
     writer = summary.MetricWriter(workdir, resume_step=start_step)
@@ -190,38 +233,50 @@ def train_and_evaluate(config, workdir: str) -> dict:
   evals = []
   if os.path.exists(evals_path):
     evals = [
-      e for e in summary.read_jsonl(evals_path) if e['step'] <= start_step
+      _eval_records(e)
+      for e in summary.read_jsonl(evals_path)
+      if e['step'] <= start_step
     ]
 
   def run_eval(state):
-    test = evaluate.classification_metrics(
-      *predict(state, 'test'), data.class_counts
-    )
-    dev = evaluate.classification_metrics(
-      *predict(state, 'dev'), data.class_counts
-    )
-    record = {
-      'step': int(state.step),
-      'epoch': int(state.step) // steps_per_epoch,
-      'dev_top1_error': dev['top1_error'],
-      'test': test,
-    }
-    evals.append(record)
+    """Evaluates every seed; appends ``[record per seed]`` to ``evals``."""
+    test_logits, test_labels = predict(state, 'test')
+    dev_logits, dev_labels = predict(state, 'dev')
+    if num_seeds == 1:
+      test_logits, dev_logits = test_logits[None], dev_logits[None]
+    step = step_of(state)
+    records = [
+      {
+        'step': step,
+        'epoch': step // steps_per_epoch,
+        'dev_top1_error': evaluate.classification_metrics(
+          dev, dev_labels, data.class_counts
+        )['top1_error'],
+        'test': evaluate.classification_metrics(
+          test, test_labels, data.class_counts
+        ),
+      }
+      for test, dev in zip(test_logits, dev_logits, strict=True)
+    ]
+    evals.append(records)
     if jax.process_index() == 0:
       with open(evals_path + '.tmp', 'w') as f:
-        f.writelines(json.dumps(e) + '\n' for e in evals)
+        f.writelines(json.dumps(_eval_row(r)) + '\n' for r in evals)
       os.replace(evals_path + '.tmp', evals_path)
       writer.write(
-        state.step,
+        step,
         {
-          'dev/top1_error': dev['top1_error'],
-          'test/top1_error': test['top1_error'],
+          'dev/top1_error': np.mean([r['dev_top1_error'] for r in records]),
+          'test/top1_error': np.mean(
+            [r['test']['top1_error'] for r in records]
+          ),
         },
       )
-    return record
+    return records
 
   def check_finite(state):
-    bad = int(jax.device_get(state.first_bad_step))
+    bad = np.asarray(jax.device_get(state.first_bad_step))
+    bad = int(bad[bad >= 0].min()) if np.any(bad >= 0) else -1
     if bad >= 0:
       ckpt.wait()
       raise FloatingPointError(
@@ -246,10 +301,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if done % config.log_every_steps == 0 or done == total_steps:
       check_finite(state)
       now = time.perf_counter()
-      rate = (done - step_last) * config.batch_size / (now - t_last)
-      scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      images = config.batch_size * num_seeds
+      rate = (done - step_last) * images / (now - t_last)
+      scalars = {
+        k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()
+      }
       scalars['images_per_second'] = rate
-      eta = (total_steps - done) * config.batch_size / rate
+      eta = (total_steps - done) * images / rate
       logging.info(
         'step %d/%d epoch %.1f stage %d loss %.4f lr %.3g %.0f img/s, '
         '%.0f s left',
@@ -260,40 +318,59 @@ def train_and_evaluate(config, workdir: str) -> dict:
         writer.write(done, scalars)
       t_last, step_last = now, done
     if done % eval_every == 0 or done == total_steps:
-      record = run_eval(state)
+      records = run_eval(state)
       logging.info(
-        'epoch %d: test top-1 error %.2f%%, dev top-1 error %.2f%%',
-        record['epoch'], record['test']['top1_error'], record['dev_top1_error'],
-      )  # fmt: skip
+        'epoch %d: test top-1 error %s%%, dev top-1 error %s%%',
+        records[0]['epoch'],
+        ' '.join(f'{r["test"]["top1_error"]:.2f}' for r in records),
+        ' '.join(f'{r["dev_top1_error"]:.2f}' for r in records),
+      )
     if done % config.checkpoint_every_steps == 0 or done == total_steps:
       check_finite(state)
       ckpt.save(state)
   check_finite(state)
   ckpt.close()
-  if not evals or evals[-1]['step'] != int(state.step):
+  if not evals or evals[-1][0]['step'] != step_of(state):
     run_eval(state)
 
-  best = min(evals, key=lambda e: (e['dev_top1_error'], -e['step']))
+  # Per seed: the last model and the one the dev set selects.
+  per_seed = [
+    {
+      'last': evals[-1][s],
+      'dev_selected': min(
+        (e[s] for e in evals), key=lambda r: (r['dev_top1_error'], -r['step'])
+      ),
+    }
+    for s in range(num_seeds)
+  ]
+  weight_stats = np.asarray(state.weight_stats)
   results = {
     'dataset': config.dataset,
     'method': config.method,
     'data': data.summary,
     'split_sha256': data.digest,
     'train_class_counts': data.class_counts.tolist(),
-    'steps': int(state.step),
-    'last': evals[-1],
-    'dev_selected': best,
-    'conditional_weights': _weight_stats_table(state.weight_stats),
+    'steps': step_of(state),
+    **per_seed[0],
+    'conditional_weights': _weight_stats_table(
+      weight_stats.sum(0) if num_seeds > 1 else weight_stats
+    ),
   }
+  if num_seeds > 1:
+    results['seeds'] = per_seed
+    results['over_seeds'] = evaluate.summarize_seeds(per_seed)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'results.json'), 'w') as f:
       json.dump(results, f, indent=2)
     figures.write_figures(results, workdir)
     writer.close()
-  logging.info(
-    'Final test top-1 error %.2f%% (last), %.2f%% (dev-selected, epoch %d).',
-    results['last']['test']['top1_error'],
-    best['test']['top1_error'],
-    best['epoch'],
-  )
+  for i, r in enumerate(per_seed):
+    logging.info(
+      'Seed %d: final test top-1 error %.2f%% (last), %.2f%% (dev-selected, '
+      'epoch %d).',
+      i,
+      r['last']['test']['top1_error'],
+      r['dev_selected']['test']['top1_error'],
+      r['dev_selected']['epoch'],
+    )
   return results
