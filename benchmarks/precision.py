@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import os
 import pathlib
 import platform
@@ -28,14 +27,6 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def load_config(arg):
-  path = REPO / 'configs' / 'cifar10_lt.py'
-  spec = importlib.util.spec_from_file_location('cifar10_lt', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data_dir', required=True)
@@ -45,11 +36,13 @@ def main(argv=None):
   parser.add_argument('--model', default='resnet32')
   args = parser.parse_args(argv)
 
-  from ltjax import train
+  from ltjax import config_lib, train
 
   rows = []
   for dtype in ('float32', 'bfloat16'):
-    config = load_config('source=npz,method=ours_ce,imb=100')
+    config = config_lib.from_file(
+      REPO / 'configs' / 'cifar10_lt.py', 'source=npz,method=ours_ce,imb=100'
+    )
     config.data.dir = args.data_dir
     config.model = args.model
     config.compute_dtype = dtype

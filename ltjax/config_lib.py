@@ -7,9 +7,23 @@ also be overridden on the command line (``--config.batch_size=128``).
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 from ltjax import methods
+
+
+def from_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
+  """``get_config(arg)`` of the config file at ``path``, as ``--config``
+  loads it (for notebooks, tests and benchmarks)."""
+  path = os.fspath(path)
+  name = os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(f'ltjax_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
 
 
 def parse_arg(arg: str | None, **defaults) -> dict:

@@ -1,14 +1,13 @@
 """Every config: all method variants parse; each dataset trains both stages
 end to end with a tiny model on fake tfds data (``tfds.testing.mock_data``)."""
 
-import importlib.util
 import json
 import pathlib
 
 import numpy as np
 import pytest
 
-from ltjax import methods
+from ltjax import config_lib, methods
 
 tf = pytest.importorskip('tensorflow')
 tfds = pytest.importorskip('tensorflow_datasets')
@@ -18,10 +17,7 @@ CONFIGS = sorted((REPO / 'configs').glob('*.py'))
 
 
 def load_config(name, arg=None):
-  spec = importlib.util.spec_from_file_location(name, REPO / 'configs' / name)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return config_lib.from_file(REPO / 'configs' / name, arg)
 
 
 def test_every_config_is_tested():
