@@ -3,6 +3,11 @@
 from ltjax.models.cifar_resnet import CifarResNet as CifarResNet
 from ltjax.models.cifar_resnet import ResNet32 as ResNet32
 from ltjax.models.cifar_resnet import TinyResNet as TinyResNet
+from ltjax.models.conv import Conv as Conv
+from ltjax.models.conv import conv2d as conv2d
+from ltjax.models.conv import (
+  xla_cpu_compiler_options as xla_cpu_compiler_options,
+)
 from ltjax.models.functional import make_loss_fn as make_loss_fn
 from ltjax.models.layers import BatchNorm as BatchNorm
 from ltjax.models.layers import CosineHead as CosineHead

@@ -16,12 +16,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ltjax.models import layers
+from ltjax.models import conv, layers
 
 
-def _conv3x3(features: int, strides: int, dtype, name: str) -> nn.Conv:
+def _conv3x3(
+  features: int, strides: int, dtype, conv_impl: str, name: str
+) -> conv.Conv:
   # Explicit (1, 1) padding: 'SAME' pads (0, 1) for stride 2, unlike PyTorch.
-  return nn.Conv(
+  return conv.Conv(
     features,
     (3, 3),
     strides=strides,
@@ -29,6 +31,7 @@ def _conv3x3(features: int, strides: int, dtype, name: str) -> nn.Conv:
     use_bias=False,
     kernel_init=layers.kaiming_normal_fan_in,
     dtype=dtype,
+    conv_impl=conv_impl,
     name=name,
   )
 
@@ -47,6 +50,7 @@ class CifarBasicBlock(nn.Module):
   strides: int = 1
   dtype: layers.Dtype | None = None
   unbiased_running_var: bool = True
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -56,9 +60,12 @@ class CifarBasicBlock(nn.Module):
       unbiased_running_var=self.unbiased_running_var,
       dtype=self.dtype,
     )
-    y = _conv3x3(self.features, self.strides, self.dtype, 'conv1')(x)
+    conv3x3 = functools.partial(
+      _conv3x3, dtype=self.dtype, conv_impl=self.conv_impl
+    )
+    y = conv3x3(self.features, self.strides, name='conv1')(x)
     y = nn.relu(norm(name='bn1')(y))
-    y = _conv3x3(self.features, 1, self.dtype, 'conv2')(y)
+    y = conv3x3(self.features, 1, name='conv2')(y)
     y = norm(name='bn2')(y)
     if self.strides != 1 or x.shape[-1] != self.features:
       x = option_a_shortcut(x, self.features)
@@ -75,6 +82,9 @@ class CifarResNet(nn.Module):
     cosine_head: a normalized (cosine) head for LDAM instead of a linear one.
     unbiased_running_var: PyTorch's BatchNorm running variance (default).
     dtype: computation dtype (None: that of the inputs and parameters).
+    conv_impl: convolution formulation, ``'auto'`` (fast on each platform),
+      ``'lax'`` or ``'cpu'``; all give the same numbers (see
+      :func:`ltjax.models.conv.conv2d`).
 
   Call it on ``[batch, height, width, 3]`` images with ``train`` selecting
   batch statistics (and their update) or the running averages; it returns
@@ -87,6 +97,7 @@ class CifarResNet(nn.Module):
   cosine_head: bool = False
   unbiased_running_var: bool = True
   dtype: layers.Dtype | None = None
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
@@ -95,7 +106,7 @@ class CifarResNet(nn.Module):
         f'stage_sizes {self.stage_sizes} and widths {self.widths} must have '
         'the same length.'
       )
-    x = _conv3x3(self.widths[0], 1, self.dtype, 'conv1')(x)
+    x = _conv3x3(self.widths[0], 1, self.dtype, self.conv_impl, 'conv1')(x)
     x = layers.BatchNorm(
       use_running_average=not train,
       unbiased_running_var=self.unbiased_running_var,
@@ -112,6 +123,7 @@ class CifarResNet(nn.Module):
           strides=2 if (i > 0 and j == 0) else 1,
           dtype=self.dtype,
           unbiased_running_var=self.unbiased_running_var,
+          conv_impl=self.conv_impl,
           name=f'layer{i + 1}_{j}',
         )(x, train)
     x = x.mean(axis=(1, 2))

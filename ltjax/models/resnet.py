@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 
+from ltjax.models import conv as conv_lib
 from ltjax.models import layers
 
 
@@ -73,6 +74,8 @@ class ResNet(nn.Module):
     cosine_head: a normalized (cosine) head for LDAM.
     unbiased_running_var: PyTorch's BatchNorm running variance (default).
     dtype: computation dtype (None: that of inputs and parameters).
+    conv_impl: convolution formulation, ``'auto'``, ``'lax'`` or ``'cpu'``
+      (see :func:`ltjax.models.conv.conv2d`).
   """
 
   num_classes: int
@@ -82,15 +85,17 @@ class ResNet(nn.Module):
   cosine_head: bool = False
   unbiased_running_var: bool = True
   dtype: layers.Dtype | None = None
+  conv_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
     conv = functools.partial(
-      nn.Conv,
+      conv_lib.Conv,
       use_bias=False,
       padding='VALID',
       kernel_init=layers.kaiming_normal_fan_out,
       dtype=self.dtype,
+      conv_impl=self.conv_impl,
     )
     norm = functools.partial(
       layers.BatchNorm,
