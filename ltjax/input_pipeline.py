@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from ltjax import data as data_lib
+from ltjax.models.conv import xla_cpu_compiler_options
 
 ARRAY_DATASETS = {'cifar10': 10, 'cifar100': 100, 'npz': None}
 LARGE_DATASETS = (
@@ -223,7 +224,11 @@ class DeviceInput:
 
     if num_seeds > 1:
       step_fn = jax.vmap(step_fn, in_axes=(0, 0, 0, None, None))
-    jitted = jax.jit(step_fn, donate_argnums=0)
+    jitted = jax.jit(
+      step_fn,
+      donate_argnums=0,
+      compiler_options=xla_cpu_compiler_options(),
+    )
     return lambda state, uses_dev: jitted(
       state, k_train, k_dev, self._train, self._dev
     )
@@ -378,7 +383,9 @@ class HostInput:
         )
       self._iters = (train, dev)
     train, dev = self._iters
-    jitted = jax.jit(update, donate_argnums=0)
+    jitted = jax.jit(
+      update, donate_argnums=0, compiler_options=xla_cpu_compiler_options()
+    )
 
     def step(state, uses_dev):
       batch = self._global(next(train))
