@@ -26,10 +26,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import time
 
 import numpy as np
+
+from benchmarks import machine
 
 
 def synthetic_jpegs(num_images: int, side: int, seed: int = 0):
@@ -45,17 +46,6 @@ def synthetic_jpegs(num_images: int, side: int, seed: int = 0):
     image = tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)
     out.append(tf.io.encode_jpeg(image, quality=90).numpy())
   return out
-
-
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def _time(batches, steps: int, warmup: int, batch_size: int) -> float:
@@ -149,7 +139,7 @@ def main(argv=None):
   else:
     cpus = os.cpu_count()
   print(
-    f'Machine: {_cpu_model()}, {cpus} CPUs available '
+    f'Machine: {machine.cpu_model()}, {cpus} CPUs available '
     f'(os.cpu_count() = {os.cpu_count()}); TensorFlow {tf.__version__}; '
     f'{datetime.date.today().isoformat()}; JAX {jax.__version__} on '
     f'{jax.devices()[0].platform}.\n'

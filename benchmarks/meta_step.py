@@ -58,6 +58,8 @@ import time
 
 import numpy as np
 
+from benchmarks import machine
+
 STEPS = ('ce', 'meta')
 IMPLS = ('ltjax', 'torch')
 MODELS = {  # name: (stage_sizes, widths)
@@ -290,17 +292,6 @@ def measure_memory(argv, impl, variant, step) -> float | None:
     return None
 
 
-def _cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def time_steps(runs, args):
   """Round-robin timing; returns {key: [seconds...]} of the timed rounds."""
   times = {key: [] for key in runs}
@@ -405,7 +396,7 @@ def main(argv=None) -> str:
   xla_text = models.xla_cpu_compiler_options() or 'XLA defaults'
   lines = [
     f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
-    f'{_cpu_model()}, {os.cpu_count()} CPUs; {platform.system()}; '
+    f'{machine.cpu_model()}, {os.cpu_count()} CPUs; {platform.system()}; '
     f'jax {jax.__version__} ({jax.default_backend()}), '
     + (
       f'torch {sys.modules["torch"].__version__}, '
