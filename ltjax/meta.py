@@ -14,10 +14,10 @@ class-balanced weights ``w_i = w_{y_i}`` and per-example losses ``ℓ_i(θ)``:
 
 Step 5's gradient is ``∂L_D/∂ε_i = -c η ⟨∇_θ ℓ_i(θ), ∇_θ̃ L_D(θ̃)⟩``: ``-c η``
 times the Jacobian-vector product of the per-example losses along the dev
-gradient. The default ``eps_grad='jvp'`` computes exactly that from one
-linearization of the training forward pass, which also serves the inner
-gradient (step 3) and the final gradient (step 6) by transposition: one
-forward pass over the training batch in all. ``eps_grad='unroll'`` takes
+gradient. The default ``eps_grad='jvp'`` computes exactly that in forward
+mode, from a linearization of the training pass that also gives the final
+gradient (step 6) by transposition; it recomputes the training forward pass
+after the dev pass rather than hold its activations through it. ``eps_grad='unroll'`` takes
 ``jax.grad`` through the unrolled step instead (a second-order reverse pass,
 as the official PyTorch code); both give the same numbers.
 
@@ -119,6 +119,21 @@ def _sgd_step(params: Params, grads: Params, lr: jax.Array) -> Params:
   return jax.tree.map(lambda p, g: p - lr.astype(p.dtype) * g, params, grads)
 
 
+def _after(tree: Any, deps: Any) -> Any:
+  """``tree`` unchanged, as values XLA can compute only once ``deps`` exist.
+
+  Divides by a one computed from one element of every leaf of ``deps``
+  (``1 + 0 * x`` is not folded for floats, and ``a / 1`` is exact). XLA:CPU
+  drops ``lax.optimization_barrier`` before scheduling, so it cannot do this.
+  A non-finite ``deps`` makes the result NaN, as it would the meta step's
+  result anyway.
+  """
+  leaves = [x for x in jax.tree.leaves(deps) if jnp.size(x)]
+  firsts = sum(jnp.ravel(x)[0].astype(jnp.float32) for x in leaves)
+  one = jnp.float32(1.0) + 0.0 * firsts
+  return jax.tree.map(lambda x: x / one.astype(x.dtype), tree)
+
+
 def _dev_loss(dev_loss_fn: LossFn, params, model_state, dev_batch) -> jax.Array:
   losses, _ = dev_loss_fn(params, model_state, dev_batch)
   return losses.mean()
@@ -157,25 +172,37 @@ def _meta_step_unroll(
 def _meta_step_jvp(
   loss_fn, dev_loss_fn, params, model_state, batch, dev_batch, w, inner_lr, c
 ):
-  """Fast form: one linearization of the training pass serves every step."""
-  losses, losses_jvp, new_state = jax.linearize(
-    lambda p: loss_fn(p, model_state, batch), params, has_aux=True
-  )
-  losses_vjp = jax.linear_transpose(losses_jvp, params)
+  """Fast form: forward mode for ε, and no activations held across passes.
+
+  The training pass is differentiated twice: in reverse before the dev pass
+  (the inner gradient, step 3) and linearized after it (the ε gradient, step
+  5, and the final gradient, step 6, by transposition). Keeping one
+  linearization for both would hold the training batch's activations alive
+  through the dev forward and backward passes, which more than doubles the
+  peak memory of a cross-entropy step; recomputing the forward pass costs
+  less than a tenth of the meta step. :func:`_after` orders the second pass
+  after the dev gradient so that XLA neither merges the two passes nor
+  schedules the second early.
+  """
+
+  def train(p):
+    return loss_fn(p, model_state, batch)
+
+  losses, inner_vjp, _ = jax.vjp(train, params, has_aux=True)
   w = w(jax.lax.stop_gradient(losses))
-
-  def vjp(cotangent):
-    return losses_vjp(cotangent)[0]
-
-  params_tilde = _sgd_step(params, vjp(c * w), inner_lr)
+  params_tilde = _sgd_step(params, inner_vjp(c * w)[0], inner_lr)
   dev_loss, dev_grads = jax.value_and_grad(
     functools.partial(_dev_loss, dev_loss_fn)
   )(params_tilde, model_state, dev_batch)
+
+  params = _after(params, dev_grads)
+  losses, losses_jvp, new_state = jax.linearize(train, params, has_aux=True)
   grad_eps = -c * inner_lr * losses_jvp(dev_grads)
 
   def finish(eps):
     weights = w + eps
-    grads = vjp(weights / losses.shape[0])
+    losses_vjp = jax.linear_transpose(losses_jvp, params)
+    grads = losses_vjp(weights / losses.shape[0])[0]
     return jnp.mean(weights * losses), losses, new_state, grads
 
   return Unrolled(dev_loss, grad_eps, losses, w, finish)

@@ -226,3 +226,42 @@ def test_bad_inputs():
 
   with pytest.raises(ValueError, match='per-example losses of shape'):
     ltjax.meta_step(scalar_loss_fn, params, None, batch, dev, w, inner_lr=0.1)
+
+
+def test_meta_step_memory_stays_near_a_cross_entropy_step():
+  # XLA's buffer plan for the compiled steps: deterministic, not timed. The
+  # meta step recomputes the training pass after the dev pass instead of
+  # holding its activations through it (1.14x here; holding them: 2.7x).
+  model = models.CifarResNet(10, (1, 1, 1), (8, 16, 32))
+  loss_fn = models.make_loss_fn(model, ltjax.softmax_cross_entropy)
+  batch = {'image': jnp.zeros((64, 32, 32, 3)), 'label': jnp.zeros(64, int)}
+  variables = model.init(jax.random.key(0), batch['image'][:1], train=False)
+  args = (variables['params'], variables['batch_stats'], batch)
+
+  def temp_bytes(fn, *args):
+    compiled = jax.jit(fn).lower(*args).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  def ce(params, stats, batch):
+    return jax.grad(lambda p: loss_fn(p, stats, batch)[0].mean())(params)
+
+  def meta(params, stats, batch, dev):
+    w = jnp.ones(64)
+    return ltjax.meta_step(loss_fn, params, stats, batch, dev, w, inner_lr=0.1)
+
+  ratio = temp_bytes(meta, *args, batch) / temp_bytes(ce, *args)
+  assert ratio < 1.5, ratio
+
+
+def test_after_is_the_identity():
+  from ltjax.meta import _after
+
+  tree = {'a': jnp.arange(5.0), 'b': jnp.ones((2, 3), jnp.bfloat16)}
+  deps = {'g': jnp.array([2.0, 3.0]), 'h': jnp.int32(4), 'e': jnp.zeros(0)}
+  out = jax.jit(_after)(tree, deps)
+  for x, y in zip(jax.tree.leaves(out), jax.tree.leaves(tree), strict=True):
+    assert x.dtype == y.dtype
+    np.testing.assert_array_equal(np.asarray(x, np.float32), y)
+  bad = jax.jit(_after)(tree, {'g': jnp.array([jnp.inf, 0.0])})
+  assert jnp.isnan(bad['a']).all()
+  np.testing.assert_array_equal(_after(tree, {})['a'], tree['a'])
