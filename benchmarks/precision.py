@@ -3,12 +3,12 @@
 Run: ``python -m benchmarks.precision --data_dir=../shared/data``.
 
 Trains the paper's method (``ours_ce``) on the offline CIFAR-10 images
-(``configs/cifar10_lt.py:source=npz``, imbalance 100; 100 images per class
-held out as the test set) for ``--epochs`` epochs, the meta stage in the last
-``--meta_epochs``, with ``--seeds`` vectorized seeds, once in float32 and once
-with ``compute_dtype='bfloat16'`` (parameters, BatchNorm statistics and losses
-stay float32). Prints the test top-1 error of each seed and their mean and
-standard deviation, with the machine and the date.
+(``configs/cifar10_lt.py:source=npz`` at ``--imbalance``, default 100; 100
+images per class held out as the test set) for ``--epochs`` epochs, the meta
+stage in the last ``--meta_epochs``, with ``--seeds`` vectorized seeds, once
+in float32 and once with ``compute_dtype='bfloat16'`` (parameters, BatchNorm
+statistics and losses stay float32). Prints the test top-1 error of each
+seed and their mean and standard deviation, with the machine and the date.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def main(argv=None):
   parser.add_argument('--meta_epochs', type=int, default=5)
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--model', default='resnet32')
+  parser.add_argument('--imbalance', type=float, default=100.0)
   args = parser.parse_args(argv)
 
   from ltjax import config_lib, train
@@ -41,7 +42,8 @@ def main(argv=None):
   rows = []
   for dtype in ('float32', 'bfloat16'):
     config = config_lib.from_file(
-      REPO / 'configs' / 'cifar10_lt.py', 'source=npz,method=ours_ce,imb=100'
+      REPO / 'configs' / 'cifar10_lt.py',
+      f'source=npz,method=ours_ce,imb={args.imbalance:g}',
     )
     config.data.dir = args.data_dir
     config.model = args.model
@@ -69,7 +71,7 @@ def main(argv=None):
     f' ({os.cpu_count()} CPUs), JAX {jax.__version__} on '
     f'{jax.devices()[0].device_kind}; {args.model}, {args.epochs} epochs '
     f'({args.meta_epochs} meta), {args.seeds} seeds, offline CIFAR-10 file, '
-    'imbalance 100, 1,000 test images.\n'
+    f'imbalance {args.imbalance:g}, 1,000 test images.\n'
   )
   print('| compute | test top-1 error per seed (%) | mean ± std (%) | wall s |')
   print('|---|---|---:|---:|')
