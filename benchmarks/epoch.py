@@ -135,6 +135,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   add('image_size', type=int, default=32, help='synthetic images only')
   add('workers', type=int, default=1, help='DataLoader workers (official: 1)')
   add('threads', type=int, default=0, help='torch threads; 0: all CPUs')
+  add(
+    'torch_device',
+    choices=('auto', 'cpu', 'cuda'),
+    default='auto',
+    help="PyTorch's device; auto: cuda where JAX runs on a GPU, else cpu",
+  )
   add('pause', type=float, default=1.0, help='idle seconds before each epoch')
   add('log_every', type=int, default=10, help='progress to stderr; 0: none')
   return p.parse_args(argv)
@@ -361,6 +367,7 @@ def torch_epochs(args, config, arrays) -> dict:
   from tests import torch_reference
 
   torch.set_num_threads(args.threads or os.cpu_count())
+  device = machine.torch_device(args.torch_device)
   # Workers run only PIL and torch code, never JAX: its fork warning is moot.
   warnings.filterwarnings('ignore', message=r'os\.fork\(\) was called')
 
@@ -378,7 +385,8 @@ def torch_epochs(args, config, arrays) -> dict:
     np.asarray(
       weighting.class_balanced_weights(arrays.class_counts, config.cb_beta),
       np.float32,
-    )
+    ),
+    device=device,
   )
   spe = pipeline.steps_per_epoch(len(arrays.train), args.batch_size)
   stage_sizes, widths = MODELS[args.model]
@@ -389,9 +397,11 @@ def torch_epochs(args, config, arrays) -> dict:
     def make(lr=lr):
       torch.manual_seed(config.seed)
       net = torch_reference.CifarResNet(stage_sizes, widths, NUM_CLASSES)
+      net = net.to(device)
       return net, torch_reference.make_sgd(net, lr)
 
     def step(net, opt, x, y, stage=stage, lr=lr):
+      x, y = x.to(device), y.to(device)
       if stage == 'ce':
         net.train()
         loss = F.cross_entropy(net(x), y)
@@ -400,6 +410,7 @@ def torch_epochs(args, config, arrays) -> dict:
         opt.step()
       else:
         xd, yd = next(iter(dev_loader))  # as the official train_meta
+        xd, yd = xd.to(device), yd.to(device)
         loss = torch_reference.official_meta_step(
           net, opt, x, y, xd, yd, w, inner_lr=lr
         )['train_loss']
@@ -500,7 +511,9 @@ def main(argv=None) -> str:
   lrs = ', '.join(f'{s} {stage_lr(config, spe, s):g}' for s in args.stages)
   lines = [
     f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
-    f'{machine.cpu_model()}, {os.cpu_count()} CPUs; {platform.system()}; '
+    f'{machine.cpu_model()}, {os.cpu_count()} CPUs; '
+    + (f'GPU {machine.accelerator()}; ' if machine.accelerator() else '')
+    + f'{platform.system()}; '
     f'jax {jax.__version__} ({jax.default_backend()}), '
     + (
       f'torch {sys.modules["torch"].__version__}, '
@@ -511,8 +524,10 @@ def main(argv=None) -> str:
     f'CIFAR-10-LT, imbalance {args.imbalance:g}, {source}: '
     f'{arrays.summary} (split sha256 {arrays.digest[:12]}). Model '
     f'{args.model}, batch {args.batch_size}, dev batch '
-    f'{args.dev_batch_size}, lr {lrs}; torch threads '
-    f'{args.threads or os.cpu_count()}, DataLoader workers {args.workers}.',
+    f'{args.dev_batch_size}, lr {lrs}; torch on '
+    f'{machine.torch_device(args.torch_device) if "torch" in args.impls else "-"}'
+    f', threads {args.threads or os.cpu_count()}, DataLoader workers '
+    f'{args.workers}.',
     'Epochs run one after another in one process (not interleaved), '
     f'{args.pause:g} s idle before each. A full ltjax epoch drops the last '
     'partial batch, PyTorch keeps it. First step: one untimed step (ltjax: '

@@ -13,3 +13,22 @@ def cpu_model() -> str:
   except OSError:
     pass
   return platform.processor() or platform.machine()
+
+
+def accelerator() -> str:
+  """JAX's first device, e.g. 'NVIDIA H100 80GB HBM3'; '' on CPU."""
+  import jax
+
+  device = jax.devices()[0]
+  return '' if device.platform == 'cpu' else device.device_kind
+
+
+def torch_device(name: str) -> str:
+  """'cpu' or 'cuda' for ``--torch_device``; 'auto': where JAX computes."""
+  import torch
+
+  if name == 'auto':
+    return 'cuda' if accelerator() and torch.cuda.is_available() else 'cpu'
+  if name == 'cuda' and not torch.cuda.is_available():
+    raise SystemExit('--torch_device=cuda, but torch sees no CUDA device.')
+  return name

@@ -114,6 +114,12 @@ def parse_args(argv=None) -> argparse.Namespace:
   add('lr', type=float, default=0.01, help='lr and inner lr (eta)')
   add('threads', type=int, default=0, help='torch threads; 0: all CPUs')
   add(
+    'torch_device',
+    choices=('auto', 'cpu', 'cuda'),
+    default='auto',
+    help="PyTorch's device; auto: cuda where JAX runs on a GPU, else cpu",
+  )
+  add(
     'pause',
     type=float,
     default=0.1,
@@ -220,10 +226,12 @@ def torch_steps(args, data, steps, variant=None):
   from tests import torch_reference
 
   torch.set_num_threads(args.threads or os.cpu_count())
+  device = machine.torch_device(args.torch_device)
   stage_sizes, widths = MODELS[args.model]
 
   def tensor(a, nchw=False):
-    return torch.from_numpy(a.transpose(0, 3, 1, 2).copy() if nchw else a)
+    a = a.transpose(0, 3, 1, 2).copy() if nchw else a
+    return torch.from_numpy(a).to(device)
 
   x, xd = tensor(data['x'], True), tensor(data['xd'], True)
   y, yd, w = tensor(data['y']), tensor(data['yd']), tensor(data['w'])
@@ -231,6 +239,7 @@ def torch_steps(args, data, steps, variant=None):
   for step in steps:
     torch.manual_seed(0)
     net = torch_reference.CifarResNet(stage_sizes, widths, args.num_classes)
+    net = net.to(device)
     opt = torch_reference.make_sgd(net, args.lr)
     holder = {}
 
@@ -394,9 +403,15 @@ def main(argv=None) -> str:
       memory[key] = measure_memory(argv, *specs[key], key[1])
   medians = {key: float(np.median(t)) for key, t in times.items()}
   xla_text = models.xla_cpu_compiler_options() or 'XLA defaults'
+  gpu = machine.accelerator()
+  torch_on = (
+    machine.torch_device(args.torch_device) if 'torch' in args.impls else ''
+  )
   lines = [
     f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
-    f'{machine.cpu_model()}, {os.cpu_count()} CPUs; {platform.system()}; '
+    f'{machine.cpu_model()}, {os.cpu_count()} CPUs; '
+    + (f'GPU {gpu}; ' if gpu else '')
+    + f'{platform.system()}; '
     f'jax {jax.__version__} ({jax.default_backend()}), '
     + (
       f'torch {sys.modules["torch"].__version__}, '
@@ -408,7 +423,8 @@ def main(argv=None) -> str:
     f'{args.image_size}x{args.image_size}x3), batch {args.batch_size}, dev '
     f'batch {args.dev_batch_size}; ltjax conv_impl={",".join(args.conv_impl)}'
     f', xla_options={",".join(args.xla_options)} ({xla_text}); torch '
-    f'threads {args.threads or os.cpu_count()}; median of {args.repeats} '
+    f'on {torch_on or "-"}, threads {args.threads or os.cpu_count()}; '
+    f'median of {args.repeats} '
     f'round-robin rounds after {args.warmup} warm-up, {args.pause} s idle '
     f'before each step; process CPU use {busy:.2f} cores while timing.',
     'images/s counts training images (the meta step also runs the dev '
