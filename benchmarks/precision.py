@@ -27,7 +27,7 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--data_dir', required=True)
   parser.add_argument('--epochs', type=int, default=15)
@@ -35,7 +35,11 @@ def main(argv=None):
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--model', default='resnet32')
   parser.add_argument('--imbalance', type=float, default=100.0)
-  args = parser.parse_args(argv)
+  return parser.parse_args(argv)
+
+
+def main(argv=None):
+  args = parse_args(argv)
 
   from ltjax import config_lib, train
 

@@ -1,0 +1,215 @@
+"""Whole CIFAR-10-LT training runs: wall time, step times, vectorized seeds.
+
+Run from the repository root::
+
+  python -m benchmarks.train_run                   # 200 epochs, ours_ce
+  python -m benchmarks.train_run --epochs=4 --meta_epochs=2 --seeds=1,8
+  python -m benchmarks.train_run --epochs=4 --meta_epochs=2 \
+    --dtypes=float32,bfloat16
+
+Each run is :func:`ltjax.train.train_and_evaluate` on a CIFAR-10-LT split
+(imbalance ``--imbalance``), exactly as ``python -m ltjax.main`` runs it, in
+a temporary workdir: data on the device, both stages (stage 2, the meta
+stage of ``--method``, in the last ``--meta_epochs``), one evaluation at the
+end, checkpoints only at the end. The data is the one of
+``benchmarks/epoch.py``: ``--pool_per_class`` synthetic images per class
+(speed does not depend on the pixels, so the test error of such a run means
+nothing), or the real offline file with ``--data_dir``.
+
+For every (dtype, number of seeds) the table gives the whole run's wall time
+(compilation, evaluation and checkpoints included) and the median time per
+step of each stage, from the trainer's own ``images_per_second`` log
+(``metrics.jsonl``; the first logged interval of each stage, which holds its
+compilation, is left out). With several ``--seeds`` counts it also gives
+each one's step time against one seed's: N seeds run as one vmapped step.
+
+At 200 epochs with 40 meta epochs the schedule is the config's (lr × 0.01
+at epochs 160 and 180); shorter runs put both boundaries at the start of the
+meta stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks import epoch, machine
+from benchmarks.meta_step import MODELS
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+
+  def add(name, **kwargs):
+    p.add_argument(f'--{name}', f'--{name.replace("_", "-")}', **kwargs)
+
+  def ints(text):
+    try:
+      values = [int(s) for s in text.split(',') if s]
+    except ValueError:
+      values = []
+    if not values or min(values) < 1:
+      raise argparse.ArgumentTypeError(f'positive integers, got {text!r}')
+    return values
+
+  def dtypes(text):
+    values = [s for s in text.split(',') if s]
+    if not values or set(values) - {'float32', 'bfloat16'}:
+      raise argparse.ArgumentTypeError(f'float32,bfloat16; got {text!r}')
+    return values
+
+  add('method', default='ours_ce', help='a method of ltjax.methods.METHODS')
+  add('epochs', type=int, default=200)
+  add('meta_epochs', type=int, default=40, help='epochs of stage 2')
+  add('seeds', type=ints, default=[1], help='e.g. 1,8: one run per count')
+  add('dtypes', type=dtypes, default=['float32'], help='float32,bfloat16')
+  add('model', choices=tuple(MODELS), default='resnet32')
+  add('batch_size', type=int, default=100)
+  add('dev_batch_size', type=int, default=100)
+  add('imbalance', type=float, default=100.0)
+  add('data_dir', default='', help='folder of cifar10_prefix_train.npz')
+  add('pool_per_class', type=int, default=5000, help='synthetic, per class')
+  add('image_size', type=int, default=32, help='synthetic images only')
+  add('log_every_steps', type=int, default=20)
+  args = p.parse_args(argv)
+  if not 0 <= args.meta_epochs <= args.epochs or args.epochs < 1:
+    p.error(
+      f'need 0 <= --meta_epochs <= --epochs and --epochs >= 1, got '
+      f'{args.meta_epochs} and {args.epochs}'
+    )
+  return args
+
+
+def make_config(base, args, dtype, seeds):
+  config = base.copy_and_resolve_references()
+  config.method = args.method
+  config.compute_dtype = dtype
+  config.num_seeds = seeds
+  config.num_epochs = args.epochs
+  config.stage2_epoch = args.epochs - args.meta_epochs
+  if (args.epochs, args.meta_epochs) != (200, 40):
+    config.lr_boundaries = (config.stage2_epoch, config.stage2_epoch)
+  config.eval_every_epochs = args.epochs
+  config.log_every_steps = args.log_every_steps
+  config.checkpoint_every_steps = 10**9
+  return config
+
+
+def stage_step_ms(rows, stage2_step, batch_size, seeds):
+  """Median ms/step per stage from the trainer's images/s log."""
+  out = {}
+  for stage, keep in (
+    (1, lambda s: s <= stage2_step),
+    (2, lambda s: s > stage2_step),
+  ):
+    rates = [r['images_per_second'] for r in rows if keep(r['step'])]
+    rates = rates[1:]  # the first interval of a stage holds its compilation
+    if rates:
+      out[stage] = 1e3 * batch_size * seeds / float(np.median(rates))
+  return out
+
+
+def one_run(base, args, dtype, seeds):
+  from ltjax import summary, train
+
+  config = make_config(base, args, dtype, seeds)
+  with tempfile.TemporaryDirectory(prefix='ltjax_run_') as workdir:
+    start = time.perf_counter()
+    results = train.train_and_evaluate(config, workdir)
+    wall = time.perf_counter() - start
+    rows = [
+      r
+      for r in summary.read_jsonl(os.path.join(workdir, 'metrics.jsonl'))
+      if 'images_per_second' in r
+    ]
+  steps_per_epoch = results['steps'] // args.epochs
+  stage2_step = config.stage2_epoch * steps_per_epoch
+  if seeds > 1:
+    top1 = results['over_seeds']['last']['top1_error']
+    error = f'{top1["mean"]:.2f} ± {top1["std"]:.2f}'
+  else:
+    error = f'{results["last"]["test"]["top1_error"]:.2f}'
+  return {
+    'wall': wall,
+    'steps': results['steps'],
+    'ms': stage_step_ms(rows, stage2_step, config.batch_size, seeds),
+    'error': error,
+    'data': results['data'],
+  }
+
+
+def fmt_ms(x):
+  return '–' if x is None else f'{x:.{0 if x >= 100 else 1}f}'
+
+
+def main(argv=None) -> str:
+  args = parse_args(sys.argv[1:] if argv is None else list(argv))
+  import jax
+
+  results = {}
+  with tempfile.TemporaryDirectory(prefix='ltjax_data_') as data_dir:
+    base = epoch.make_config(args, data_dir)  # writes synthetic data once
+    for dtype in args.dtypes:
+      for seeds in args.seeds:
+        print(f'run: {dtype}, {seeds} seed(s)', file=sys.stderr, flush=True)
+        results[dtype, seeds] = one_run(base, args, dtype, seeds)
+
+  rows = [
+    '| compute | seeds | epochs (meta) | steps | wall s | stage 1 ms/step | '
+    'stage 2 ms/step | step time vs 1 seed (stage 1 / 2) | test top-1 '
+    'error (%) |',
+    '|---|---:|---|---:|---:|---:|---:|---|---|',
+  ]
+  for (dtype, seeds), r in results.items():
+    one = results.get((dtype, 1))
+    ratio = '–'
+    if one and seeds > 1:
+      ratio = ' / '.join(
+        f'{r["ms"][s] / one["ms"][s]:.2f}x'
+        if s in r['ms'] and s in one['ms']
+        else '–'
+        for s in (1, 2)
+      )
+    rows.append(
+      f'| {dtype} | {seeds} | {args.epochs} ({args.meta_epochs}) | '
+      f'{r["steps"]} | {r["wall"]:.1f} | {fmt_ms(r["ms"].get(1))} | '
+      f'{fmt_ms(r["ms"].get(2))} | {ratio} | {r["error"]} |'
+    )
+  gpu = machine.accelerator()
+  source = (
+    f'real images from {args.data_dir}'
+    if args.data_dir
+    else f'synthetic images, {args.pool_per_class} per class before the '
+    'split (so the test error means nothing)'
+  )
+  first = next(iter(results.values()))
+  text = '\n'.join(
+    [
+      f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
+      f'{machine.cpu_model()}, {os.cpu_count()} CPUs; '
+      + (f'GPU {gpu}; ' if gpu else '')
+      + f'{platform.system()}; jax {jax.__version__} ({jax.default_backend()}).',
+      f'CIFAR-10-LT, imbalance {args.imbalance:g}, {source}: {first["data"]}. '
+      f'Method {args.method}, model {args.model}, batch {args.batch_size}, dev '
+      f'batch {args.dev_batch_size}. Wall: the whole train_and_evaluate '
+      '(compilation, the final evaluation and checkpoint included). ms/step: '
+      'median over logged intervals, the first of each stage left out.',
+      '',
+      *rows,
+    ]
+  )
+  print(text)
+  return text
+
+
+if __name__ == '__main__':
+  main()
