@@ -17,12 +17,13 @@ import argparse
 import datetime
 import os
 import pathlib
-import platform
 import tempfile
 import time
 
 import jax
 import numpy as np
+
+from benchmarks import machine
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def main(argv=None):
     rows.append((dtype, values, mean, std, seconds))
 
   print(
-    f'{datetime.date.today().isoformat()}, {platform.processor() or platform.machine()}'
+    f'{datetime.date.today().isoformat()}, {machine.cpu_model()}'
     f' ({os.cpu_count()} CPUs), JAX {jax.__version__} on '
     f'{jax.devices()[0].device_kind}; {args.model}, {args.epochs} epochs '
     f'({args.meta_epochs} meta), {args.seeds} seeds, offline CIFAR-10 file, '
