@@ -149,7 +149,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --- Data: one config, one split, both sides ---------------------------------
 
 
-def make_config(args, workdir):
+def make_config(args, workdir, method='ce'):
   """The ``npz`` variant of configs/cifar10_lt.py over the benchmark's data.
 
   Without ``--data_dir`` writes a synthetic training set (and a one-image-
@@ -158,7 +158,7 @@ def make_config(args, workdir):
   from ltjax import config_lib
 
   config = config_lib.from_file(
-    CONFIG, f'method=ce,imb={args.imbalance:g},source=npz'
+    CONFIG, f'method={method},imb={args.imbalance:g},source=npz'
   )
   config.model = args.model
   config.batch_size = args.batch_size

@@ -91,7 +91,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def make_config(base, args, dtype, seeds):
   config = base.copy_and_resolve_references()
-  config.method = args.method
   config.compute_dtype = dtype
   config.num_seeds = seeds
   config.num_epochs = args.epochs
@@ -157,7 +156,7 @@ def main(argv=None) -> str:
 
   results = {}
   with tempfile.TemporaryDirectory(prefix='ltjax_data_') as data_dir:
-    base = epoch.make_config(args, data_dir)  # writes synthetic data once
+    base = epoch.make_config(args, data_dir, args.method)  # writes the data
     for dtype in args.dtypes:
       for seeds in args.seeds:
         print(f'run: {dtype}, {seeds} seed(s)', file=sys.stderr, flush=True)
