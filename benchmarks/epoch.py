@@ -63,9 +63,7 @@ a noisy shared machine can favour either. PyTorch uses ``--threads`` threads
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -75,7 +73,7 @@ import numpy as np
 import PIL
 from PIL import Image
 
-from benchmarks import machine
+from benchmarks import cli, machine
 from benchmarks.meta_step import MODELS
 from ltjax.data.augment import CIFAR_MEAN, CIFAR_STD
 
@@ -99,23 +97,10 @@ COMPILE_EVENTS = (
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p, add = cli.parser(__doc__)
 
-  def add(name, **kwargs):
-    p.add_argument(f'--{name}', f'--{name.replace("_", "-")}', **kwargs)
-
-  def csv(choices):
-    def parse(text):
-      items = [s for s in text.split(',') if s]
-      bad = [s for s in items if s not in choices]
-      if bad or not items:
-        raise argparse.ArgumentTypeError(f'choose from {choices}, got {text}')
-      return items
-
-    return parse
-
-  add('stages', type=csv(STAGES), default=list(STAGES), help='ce,meta')
-  add('impls', type=csv(IMPLS), default=list(IMPLS), help='ltjax,torch')
+  add('stages', type=cli.csv(STAGES), default=list(STAGES), help='ce,meta')
+  add('impls', type=cli.csv(IMPLS), default=list(IMPLS), help='ltjax,torch')
   add('steps', type=int, default=0, help='steps per epoch; 0: a full epoch')
   add('batch_size', type=int, default=100)
   add('dev_batch_size', type=int, default=100)
@@ -135,12 +120,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   add('image_size', type=int, default=32, help='synthetic images only')
   add('workers', type=int, default=1, help='DataLoader workers (official: 1)')
   add('threads', type=int, default=0, help='torch threads; 0: all CPUs')
-  add(
-    'torch_device',
-    choices=('auto', 'cpu', 'cuda'),
-    default='auto',
-    help="PyTorch's device; auto: cuda where JAX runs on a GPU, else cpu",
-  )
+  cli.add_torch_device(add)
   add('pause', type=float, default=1.0, help='idle seconds before each epoch')
   add('log_every', type=int, default=10, help='progress to stderr; 0: none')
   return p.parse_args(argv)
@@ -482,7 +462,6 @@ def table(results) -> str:
 
 def main(argv=None) -> str:
   args = parse_args(sys.argv[1:] if argv is None else list(argv))
-  import jax
 
   from ltjax import input_pipeline, train
 
@@ -509,23 +488,15 @@ def main(argv=None) -> str:
     f'{args.pool_per_class} per class before the split'
   )
   lrs = ', '.join(f'{s} {stage_lr(config, spe, s):g}' for s in args.stages)
+  torch_module = sys.modules['torch'] if 'torch' in args.impls else None
   lines = [
-    f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
-    f'{machine.cpu_model()}, {os.cpu_count()} CPUs; '
-    + (f'GPU {machine.accelerator()}; ' if machine.accelerator() else '')
-    + f'{platform.system()}; '
-    f'jax {jax.__version__} ({jax.default_backend()}), '
-    + (
-      f'torch {sys.modules["torch"].__version__}, '
-      if 'torch' in args.impls
-      else ''
-    )
-    + f'numpy {np.__version__}, Pillow {PIL.__version__}.',
+    f'{machine.header(torch_module)}, numpy {np.__version__}, '
+    f'Pillow {PIL.__version__}.',
     f'CIFAR-10-LT, imbalance {args.imbalance:g}, {source}: '
     f'{arrays.summary} (split sha256 {arrays.digest[:12]}). Model '
     f'{args.model}, batch {args.batch_size}, dev batch '
     f'{args.dev_batch_size}, lr {lrs}; torch on '
-    f'{machine.torch_device(args.torch_device) if "torch" in args.impls else "-"}'
+    f'{machine.torch_device(args.torch_device) if torch_module else "-"}'
     f', threads {args.threads or os.cpu_count()}, DataLoader workers '
     f'{args.workers}.',
     'Epochs run one after another in one process (not interleaved), '

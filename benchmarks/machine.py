@@ -32,3 +32,24 @@ def torch_device(name: str) -> str:
   if name == 'cuda' and not torch.cuda.is_available():
     raise SystemExit('--torch_device=cuda, but torch sees no CUDA device.')
   return name
+
+
+def header(torch_module=None) -> str:
+  """'<date> UTC; <CPU>, <n> CPUs; [GPU <name>; ]<OS>; jax <v> (<backend>)'.
+
+  With ``torch_module`` (the imported module), its version is added.
+  """
+  import datetime
+  import os
+
+  import jax
+
+  gpu = accelerator()
+  torch = f', torch {torch_module.__version__}' if torch_module else ''
+  return (
+    f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
+    f'{cpu_model()}, {os.cpu_count()} CPUs; '
+    + (f'GPU {gpu}; ' if gpu else '')
+    + f'{platform.system()}; jax {jax.__version__} ({jax.default_backend()})'
+    + torch
+  )

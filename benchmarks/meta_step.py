@@ -48,17 +48,15 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
 import numpy as np
 
-from benchmarks import machine
+from benchmarks import cli, machine
 
 STEPS = ('ce', 'meta')
 IMPLS = ('ltjax', 'torch')
@@ -70,20 +68,7 @@ IMBALANCE = 100  # class counts of the CIFAR-LT profile behind the weights
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-
-  def add(name, **kwargs):
-    p.add_argument(f'--{name}', f'--{name.replace("_", "-")}', **kwargs)
-
-  def csv(choices):
-    def parse(text):
-      items = [s for s in text.split(',') if s]
-      bad = [s for s in items if s not in choices]
-      if bad or not items:
-        raise argparse.ArgumentTypeError(f'choose from {choices}, got {text}')
-      return items
-
-    return parse
+  p, add = cli.parser(__doc__)
 
   def boolean(text):
     return text.lower() in ('1', 'true', 'yes')
@@ -92,33 +77,28 @@ def parse_args(argv=None) -> argparse.Namespace:
   add('dev_batch_size', type=int, default=100)
   add('repeats', type=int, default=5, help='timed rounds (median reported)')
   add('warmup', type=int, default=2, help='untimed rounds first')
-  add('which', type=csv(STEPS), default=list(STEPS), help='ce,meta')
-  add('impls', type=csv(IMPLS), default=list(IMPLS), help='ltjax,torch')
+  add('which', type=cli.csv(STEPS), default=list(STEPS), help='ce,meta')
+  add('impls', type=cli.csv(IMPLS), default=list(IMPLS), help='ltjax,torch')
   add('model', choices=tuple(MODELS), default='resnet32')
   add('image_size', type=int, default=32)
   add('num_classes', type=int, default=10)
   add(
     'conv_impl',
-    type=csv(('auto', 'lax', 'cpu')),
+    type=cli.csv(('auto', 'lax', 'cpu')),
     default=['auto'],
     help="ltjax convolution: 'auto', 'lax' or 'cpu'; several (auto,lax) "
     'give one ltjax row each',
   )
   add(
     'xla_options',
-    type=csv(('on', 'off')),
+    type=cli.csv(('on', 'off')),
     default=['on'],
     help='ltjax: compile with ltjax.models.xla_cpu_compiler_options() (on) '
     'or with XLA defaults (off); on,off gives one ltjax row each',
   )
   add('lr', type=float, default=0.01, help='lr and inner lr (eta)')
   add('threads', type=int, default=0, help='torch threads; 0: all CPUs')
-  add(
-    'torch_device',
-    choices=('auto', 'cpu', 'cuda'),
-    default='auto',
-    help="PyTorch's device; auto: cuda where JAX runs on a GPU, else cpu",
-  )
+  cli.add_torch_device(add)
   add(
     'pause',
     type=float,
@@ -375,7 +355,6 @@ def main(argv=None) -> str:
   if args.probe:
     probe_memory(args)
     return ''
-  import jax
 
   from ltjax import models
 
@@ -403,22 +382,10 @@ def main(argv=None) -> str:
       memory[key] = measure_memory(argv, *specs[key], key[1])
   medians = {key: float(np.median(t)) for key, t in times.items()}
   xla_text = models.xla_cpu_compiler_options() or 'XLA defaults'
-  gpu = machine.accelerator()
-  torch_on = (
-    machine.torch_device(args.torch_device) if 'torch' in args.impls else ''
-  )
+  torch_module = sys.modules['torch'] if 'torch' in args.impls else None
+  torch_on = machine.torch_device(args.torch_device) if torch_module else ''
   lines = [
-    f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
-    f'{machine.cpu_model()}, {os.cpu_count()} CPUs; '
-    + (f'GPU {gpu}; ' if gpu else '')
-    + f'{platform.system()}; '
-    f'jax {jax.__version__} ({jax.default_backend()}), '
-    + (
-      f'torch {sys.modules["torch"].__version__}, '
-      if 'torch' in args.impls
-      else ''
-    )
-    + f'numpy {np.__version__}.',
+    f'{machine.header(torch_module)}, numpy {np.__version__}.',
     f'Model {args.model} ({args.num_classes} classes, '
     f'{args.image_size}x{args.image_size}x3), batch {args.batch_size}, dev '
     f'batch {args.dev_batch_size}; ltjax conv_impl={",".join(args.conv_impl)}'

@@ -31,26 +31,21 @@ meta stage.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-from benchmarks import epoch, machine
+from benchmarks import cli, epoch, machine
 from benchmarks.meta_step import MODELS
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-
-  def add(name, **kwargs):
-    p.add_argument(f'--{name}', f'--{name.replace("_", "-")}', **kwargs)
+  p, add = cli.parser(__doc__)
 
   def ints(text):
     try:
@@ -61,17 +56,16 @@ def parse_args(argv=None) -> argparse.Namespace:
       raise argparse.ArgumentTypeError(f'positive integers, got {text!r}')
     return values
 
-  def dtypes(text):
-    values = [s for s in text.split(',') if s]
-    if not values or set(values) - {'float32', 'bfloat16'}:
-      raise argparse.ArgumentTypeError(f'float32,bfloat16; got {text!r}')
-    return values
-
   add('method', default='ours_ce', help='a method of ltjax.methods.METHODS')
   add('epochs', type=int, default=200)
   add('meta_epochs', type=int, default=40, help='epochs of stage 2')
   add('seeds', type=ints, default=[1], help='e.g. 1,8: one run per count')
-  add('dtypes', type=dtypes, default=['float32'], help='float32,bfloat16')
+  add(
+    'dtypes',
+    type=cli.csv(('float32', 'bfloat16')),
+    default=['float32'],
+    help='float32,bfloat16',
+  )
   add('model', choices=tuple(MODELS), default='resnet32')
   add('batch_size', type=int, default=100)
   add('dev_batch_size', type=int, default=100)
@@ -152,7 +146,6 @@ def fmt_ms(x):
 
 def main(argv=None) -> str:
   args = parse_args(sys.argv[1:] if argv is None else list(argv))
-  import jax
 
   results = {}
   with tempfile.TemporaryDirectory(prefix='ltjax_data_') as data_dir:
@@ -183,7 +176,6 @@ def main(argv=None) -> str:
       f'{r["steps"]} | {r["wall"]:.1f} | {fmt_ms(r["ms"].get(1))} | '
       f'{fmt_ms(r["ms"].get(2))} | {ratio} | {r["error"]} |'
     )
-  gpu = machine.accelerator()
   source = (
     f'real images from {args.data_dir}'
     if args.data_dir
@@ -193,10 +185,7 @@ def main(argv=None) -> str:
   first = next(iter(results.values()))
   text = '\n'.join(
     [
-      f'{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; '
-      f'{machine.cpu_model()}, {os.cpu_count()} CPUs; '
-      + (f'GPU {gpu}; ' if gpu else '')
-      + f'{platform.system()}; jax {jax.__version__} ({jax.default_backend()}).',
+      f'{machine.header()}.',
       f'CIFAR-10-LT, imbalance {args.imbalance:g}, {source}: {first["data"]}. '
       f'Method {args.method}, model {args.model}, batch {args.batch_size}, dev '
       f'batch {args.dev_batch_size}. Wall: the whole train_and_evaluate '
