@@ -3,26 +3,17 @@
 No timing is asserted: the numbers depend on the machine.
 """
 
-import re
-
 import pytest
 
 pytest.importorskip('torch', reason='the benchmark compares with PyTorch')
 
 from benchmarks import conv_layers, meta_step  # noqa: E402
+from tests.tables import rows  # noqa: E402
 
 TINY = [
   '--model=tiny', '--batch_size=4', '--dev_batch_size=3', '--image_size=8',
   '--num_classes=5', '--repeats=1', '--warmup=1',
 ]  # fmt: skip
-
-
-def rows(text):
-  return [
-    [cell.strip() for cell in line.strip('|').split('|')]
-    for line in text.splitlines()
-    if re.match(r'\| (ce|meta) \|', line)
-  ]
 
 
 def test_table_has_every_step_and_implementation(capsys):

@@ -4,8 +4,6 @@ Two steps of each stage and implementation on a small synthetic split; no
 timing is asserted (the numbers depend on the machine).
 """
 
-import re
-
 import numpy as np
 import pytest
 
@@ -13,19 +11,12 @@ pytest.importorskip('torch', reason='the benchmark compares with PyTorch')
 pytest.importorskip('PIL', reason='the PyTorch side augments PIL images')
 
 from benchmarks import epoch  # noqa: E402
+from tests.tables import rows  # noqa: E402
 
 TINY = [
   '--model=tiny', '--steps=2', '--batch_size=4', '--dev_batch_size=4',
   '--pool_per_class=120', '--image_size=8', '--pause=0', '--log_every=1',
 ]  # fmt: skip
-
-
-def rows(text):
-  return [
-    [cell.strip() for cell in line.strip('|').split('|')]
-    for line in text.splitlines()
-    if re.match(r'\| (ce|meta) \|', line)
-  ]
 
 
 def test_table_has_every_stage_and_implementation(capsys):
