@@ -1,0 +1,41 @@
+"""Smoke test of benchmarks/train_run.py: whole runs, 1 and 2 seeds."""
+
+import re
+
+import pytest
+
+from benchmarks import train_run
+
+TINY = [
+  '--model=tiny', '--batch_size=8', '--dev_batch_size=4', '--image_size=8',
+  '--pool_per_class=120', '--log_every_steps=2', '--epochs=2',
+  '--meta_epochs=1', '--seeds=1,2',
+]  # fmt: skip
+
+
+def test_table_with_seed_ratio(capsys):
+  text = train_run.main(TINY)
+  assert text in capsys.readouterr().out
+  rows = re.findall(
+    r'^\| float32 \| (\d) \| 2 \(1\) \| (\d+) \| (.*)$', text, re.M
+  )
+  assert [r[0] for r in rows] == ['1', '2']
+  steps = {int(r[1]) for r in rows}
+  assert len(steps) == 1 and steps.pop() > 0  # the same schedule for both
+  for seeds, _, rest in rows:
+    wall, ms1, ms2, ratio, error = (c.strip() for c in rest.split('|')[:5])
+    assert float(wall) > 0 and float(ms1) > 0 and float(ms2) > 0
+    if seeds == '1':
+      assert ratio == '–' and 0 <= float(error) <= 100
+    else:  # step time of 2 seeds over 1 seed's, per stage; mean ± std
+      assert re.fullmatch(r'\d+\.\d\dx / \d+\.\d\dx', ratio), ratio
+      assert re.fullmatch(r'\d+\.\d\d ± \d+\.\d\d', error), error
+
+
+def test_bad_flags():
+  with pytest.raises(SystemExit):
+    train_run.parse_args(['--epochs=2', '--meta_epochs=3'])
+  with pytest.raises(SystemExit):
+    train_run.parse_args(['--seeds=0'])
+  with pytest.raises(SystemExit):
+    train_run.parse_args(['--dtypes=float16'])
