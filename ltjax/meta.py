@@ -17,9 +17,10 @@ times the Jacobian-vector product of the per-example losses along the dev
 gradient. The default ``eps_grad='jvp'`` computes exactly that in forward
 mode, from a linearization of the training pass that also gives the final
 gradient (step 6) by transposition; it recomputes the training forward pass
-after the dev pass rather than hold its activations through it. ``eps_grad='unroll'`` takes
-``jax.grad`` through the unrolled step instead (a second-order reverse pass,
-as the official PyTorch code); both give the same numbers.
+after the dev pass rather than hold its activations through it.
+``eps_grad='unroll'`` takes ``jax.grad`` through the unrolled step instead (a
+second-order reverse pass, as the official PyTorch code); both give the same
+numbers.
 
 BatchNorm: the model state returned is the one from the forward pass at ``θ``
 on the training batch (step 6); the passes at ``θ̃`` are discarded.
