@@ -23,7 +23,7 @@ import time
 import jax
 import numpy as np
 
-from benchmarks import machine
+from benchmarks import machine, train_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -54,10 +54,7 @@ def main(argv=None):
     config.model = args.model
     config.compute_dtype = dtype
     config.num_seeds = args.seeds
-    config.num_epochs = args.epochs
-    config.stage2_epoch = args.epochs - args.meta_epochs
-    config.lr_boundaries = (config.stage2_epoch, args.epochs)
-    config.eval_every_epochs = args.epochs
+    train_run.shorten(config, args.epochs, args.meta_epochs)
     config.log_every_steps = 10**9
     with tempfile.TemporaryDirectory() as workdir:
       start = time.perf_counter()

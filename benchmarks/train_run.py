@@ -24,8 +24,8 @@ compilation, is left out). With several ``--seeds`` counts it also gives
 each one's step time against one seed's: N seeds run as one vmapped step.
 
 At 200 epochs with 40 meta epochs the schedule is the config's (lr × 0.01
-at epochs 160 and 180); shorter runs put both boundaries at the start of the
-meta stage.
+at epochs 160 and 180); other lengths drop the lr once, by × 0.01, when the
+meta stage starts (:func:`shorten`, shared with ``benchmarks/precision.py``).
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ import numpy as np
 
 from benchmarks import cli, epoch, machine
 from benchmarks.meta_step import MODELS
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -83,15 +81,25 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
+def shorten(config, epochs: int, meta_epochs: int) -> None:
+  """``epochs`` epochs, the last ``meta_epochs`` in stage 2, one final eval.
+
+  The lr drops by ``lr_decay`` once, when stage 2 starts (the official
+  schedule's lr in its first meta epoch); at 200 epochs with 40 meta epochs
+  the config's own schedule stays.
+  """
+  config.num_epochs = epochs
+  config.stage2_epoch = epochs - meta_epochs
+  if (epochs, meta_epochs) != (200, 40):
+    config.lr_boundaries = (config.stage2_epoch, epochs)
+  config.eval_every_epochs = epochs
+
+
 def make_config(base, args, dtype, seeds):
   config = base.copy_and_resolve_references()
   config.compute_dtype = dtype
   config.num_seeds = seeds
-  config.num_epochs = args.epochs
-  config.stage2_epoch = args.epochs - args.meta_epochs
-  if (args.epochs, args.meta_epochs) != (200, 40):
-    config.lr_boundaries = (config.stage2_epoch, config.stage2_epoch)
-  config.eval_every_epochs = args.epochs
+  shorten(config, args.epochs, args.meta_epochs)
   config.log_every_steps = args.log_every_steps
   config.checkpoint_every_steps = 10**9
   return config

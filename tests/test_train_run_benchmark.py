@@ -39,3 +39,21 @@ def test_bad_flags():
     train_run.parse_args(['--seeds=0'])
   with pytest.raises(SystemExit):
     train_run.parse_args(['--dtypes=float16'])
+
+
+def test_shorten_drops_the_lr_once_when_the_meta_stage_starts():
+  from ltjax import config_lib, methods
+
+  path = train_run.epoch.CONFIG
+  config = config_lib.from_file(path, 'method=ours_ce,source=npz')
+  train_run.shorten(config, 15, 5)
+  lr = methods.learning_rate_fn(config, steps_per_epoch=10)
+  assert (config.num_epochs, config.stage2_epoch) == (15, 10)
+  assert config.eval_every_epochs == 15
+  assert float(lr(99)) == pytest.approx(0.1, rel=1e-6)  # last stage-1 step
+  assert float(lr(100)) == pytest.approx(1e-3, rel=1e-6)  # meta, as official
+  assert float(lr(149)) == pytest.approx(1e-3, rel=1e-6)
+
+  official = config_lib.from_file(path, 'method=ours_ce,source=npz')
+  train_run.shorten(official, 200, 40)
+  assert tuple(official.lr_boundaries) == (160, 180)
