@@ -2,6 +2,14 @@
 
 import re
 
+# (step or stage, implementation) of every row, in table order.
+EVERY_ROW = [
+  ['ce', 'ltjax'],
+  ['ce', 'torch'],
+  ['meta', 'ltjax'],
+  ['meta', 'torch'],
+]
+
 
 def rows(text: str) -> list[list[str]]:
   """The cells of every ``| ce | ...`` and ``| meta | ...`` row of ``text``."""
