@@ -1,8 +1,9 @@
 """Evaluation metrics of long-tail papers, from predictions on a test set.
 
-Top-k error, per-class accuracy and the accuracy of the many/medium/few-shot
-class groups (more than 100, 20 to 100, fewer than 20 training images), all
-on a balanced test set. Pure NumPy on host arrays.
+Top-k error, per-class accuracy, the accuracy of the many/medium/few-shot
+class groups (more than 100, 20 to 100, fewer than 20 training images) and the
+expected calibration error, all on a balanced test set. Pure NumPy on host
+arrays.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 from ltjax.data.longtail import shot_groups
 
 TOP_K = (1, 3, 5)
+ECE_BINS = 15
 
 
 def topk_correct(logits, labels, ks=TOP_K) -> dict[int, np.ndarray]:
@@ -27,19 +29,76 @@ def topk_correct(logits, labels, ks=TOP_K) -> dict[int, np.ndarray]:
   return {k: rank < k for k in ks if k <= logits.shape[1]}
 
 
-def classification_metrics(logits, labels, train_class_counts) -> dict:
+def calibration(logits, labels, num_bins=ECE_BINS, logit_scale=1.0) -> dict:
+  """Expected calibration error of the top-1 prediction, and its bins.
+
+  With confidence ``p_i = max_c softmax(s * logits_i)_c`` of the predicted
+  class ``argmax_c logits_i`` and equal-width bins ``B_b = ((b-1)/M, b/M]``,
+  ``b = 1..M`` (Guo et al., "On Calibration of Modern Neural Networks",
+  ICML 2017)::
+
+    ECE = sum_b |B_b| / n * |acc(B_b) - conf(B_b)|
+
+  Args:
+    logits: ``[n, C]`` scores.
+    labels: ``[n]`` true classes.
+    num_bins: ``M``, 15 as in Guo et al. and the long-tail papers after it.
+    logit_scale: ``s``; the probabilities a loss trains, e.g. LDAM's scale
+      for a cosine head whose raw outputs lie in ``[-1, 1]``.
+
+  Returns:
+    ``{'ece': percent, 'bins': {'count', 'confidence', 'accuracy'}}``, each
+    bin list of length ``M`` (confidence and accuracy in [0, 1], None for an
+    empty bin).
+  """
+  z = np.asarray(logits, np.float64) * logit_scale
+  z = z - z.max(axis=1, keepdims=True)
+  prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+  conf = prob.max(axis=1)
+  hit = (prob.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
+  # Bin b holds (b/M, (b+1)/M]: right-closed, so confidence 1 is in the last.
+  b = np.clip(np.ceil(conf * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
+  count = np.bincount(b, minlength=num_bins)
+  conf_sum = np.bincount(b, weights=conf, minlength=num_bins)
+  hit_sum = np.bincount(b, weights=hit, minlength=num_bins)
+  ece = np.abs(hit_sum - conf_sum).sum() / max(len(conf), 1)
+  nonempty = count > 0
+  safe = np.maximum(count, 1)
+
+  def per_bin(sums):
+    return [
+      float(v) if k else None
+      for v, k in zip(sums / safe, nonempty, strict=True)
+    ]
+
+  return {
+    'ece': 100 * float(ece),
+    'bins': {
+      'count': count.tolist(),
+      'confidence': per_bin(conf_sum),
+      'accuracy': per_bin(hit_sum),
+    },
+  }
+
+
+def classification_metrics(
+  logits, labels, train_class_counts, logit_scale=1.0
+) -> dict:
   """Metrics of ``logits [n, C]`` against ``labels [n]``.
 
   Args:
     logits: ``[n, C]`` scores of the test examples.
     labels: ``[n]`` true classes.
     train_class_counts: ``[C]`` training images per class (for the groups).
+    logit_scale: multiplies the logits before the softmax of the
+      calibration error (see :func:`calibration`).
 
   Returns:
     A JSON-ready dict: ``top{k}_error`` (percent), ``per_class_accuracy``
-    (``[C]`` list, percent; None for a class without test images) and
+    (``[C]`` list, percent; None for a class without test images),
     ``{many,medium,few}_shot_accuracy`` (percent, the mean over the group's
-    classes; None for an empty group), plus ``num_examples``.
+    classes; None for an empty group), ``ece`` (percent) with its
+    ``reliability`` bins, and ``num_examples``.
   """
   labels = np.asarray(labels)
   counts = np.asarray(train_class_counts)
@@ -59,6 +118,9 @@ def classification_metrics(logits, labels, train_class_counts) -> dict:
     acc = per_class[classes]
     acc = acc[~np.isnan(acc)]
     out[f'{name}_shot_accuracy'] = float(acc.mean()) if acc.size else None
+  cal = calibration(logits, labels, logit_scale=logit_scale)
+  out['ece'] = cal['ece']
+  out['reliability'] = cal['bins']
   out['num_examples'] = int(len(labels))
   return out
 
@@ -70,6 +132,7 @@ SUMMARY_KEYS = (
   'many_shot_accuracy',
   'medium_shot_accuracy',
   'few_shot_accuracy',
+  'ece',
 )
 
 

@@ -226,6 +226,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     return model.apply(variables, images, train=False)
 
   predict = data.make_predict(apply_fn, num_seeds)
+  # The calibration error reads the probabilities the loss trains: LDAM's
+  # cosine head is scaled by s before its softmax.
+  logit_scale = config.ldam_scale if method.loss == 'ldam' else 1.0
   writer = None
   if jax.process_index() == 0:
     writer = summary.MetricWriter(workdir, resume_step=start_step)
@@ -253,7 +256,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
           dev, dev_labels, data.class_counts
         )['top1_error'],
         'test': evaluate.classification_metrics(
-          test, test_labels, data.class_counts
+          test, test_labels, data.class_counts, logit_scale
         ),
       }
       for test, dev in zip(test_logits, dev_logits, strict=True)

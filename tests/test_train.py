@@ -88,7 +88,13 @@ def test_cli_trains_both_stages_and_writes_everything(full_run):
     54,
   ]
   assert os.listdir(workdir / 'tensorboard')
-  for png in ('conditional_weights.png', 'per_class_accuracy.png'):
+  assert 0 <= test['ece'] <= 100 and sum(test['reliability']['count']) == 1000
+  assert all('ece' in e['test'] for e in evals)
+  for png in (
+    'conditional_weights.png',
+    'per_class_accuracy.png',
+    'reliability.png',
+  ):
     assert (workdir / png).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
