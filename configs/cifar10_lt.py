@@ -33,6 +33,24 @@ ours_ldam      22.77  20.00  17.77  15.63  12.60  10.29
 
 from ltjax import config_lib
 
+# The table above: method -> {imbalance: test error %} (None: not reported).
+_IMBALANCES = (200, 100, 50, 20, 10, 1)
+_ROWS = {
+  'ce': (34.32, 29.64, 25.19, 17.77, 13.61, 7.53),
+  'cb_ce': (31.11, 27.63, 21.95, 15.64, 13.23, 7.53),
+  'l2rw': (None, 27.77, 23.55, 18.65, 17.88, 11.60),
+  'mwn': (None, 26.43, 20.90, 15.55, 12.45, 7.19),
+  'ours_ce': (29.34, 23.59, 19.49, 13.54, 11.15, 7.21),
+  'focal': (34.71, 29.62, 23.29, 17.24, 13.34, 6.97),
+  'cb_focal': (31.85, 25.43, 20.78, 16.22, 12.52, 6.97),
+  'ours_focal': (25.57, 21.10, 17.12, 13.90, 11.63, 7.19),
+  'ldam_drw': (None, 22.97, None, None, 11.84, None),
+  'ours_ldam': (22.77, 20.00, 17.77, 15.63, 12.60, 10.29),
+}
+PAPER_TEST_ERROR = {
+  m: dict(zip(_IMBALANCES, row, strict=True)) for m, row in _ROWS.items()
+}
+
 
 def get_config(arg=None):
   v = config_lib.parse_arg(arg, method='ours_ce', imb='100', source='tfds')

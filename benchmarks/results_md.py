@@ -1,0 +1,254 @@
+"""RESULTS.md and its figures, from the per-run summaries of
+``benchmarks/reproduce.py`` alone (``results/imb<IF>/<run>.json``).
+
+``python -m benchmarks.reproduce --summarize`` calls :func:`write`; the
+text is a function of the summaries, so regenerating it from the same files
+gives the same RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+
+METHOD_ORDER = ('ce', 'cb_ce', 'focal', 'cb_focal', 'ldam', 'ldam_drw',
+                'cb_finetune', 'l2rw', 'mwn', 'ours_ce', 'ours_focal',
+                'ours_ldam')  # fmt: skip
+FIGURE_METHODS = ('ce', 'cb_ce', 'ours_ce')
+
+
+def load(results_dir) -> list[dict]:
+  paths = sorted(glob.glob(os.path.join(results_dir, 'imb*', '*.json')))
+  out = []
+  for path in paths:
+    with open(path) as f:
+      out.append(json.load(f))
+  return out
+
+
+def _values(summary, which, key):
+  return [s[which][key] for s in summary['seeds']]
+
+
+def _mean_std(values, digits=2) -> str:
+  if any(v is None for v in values):
+    return '–'
+  v = np.asarray(values, np.float64)
+  if len(v) == 1:
+    return f'{v[0]:.{digits}f}'
+  return f'{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}'
+
+
+def _method_key(s):
+  order = METHOD_ORDER.index(s['method']) if s['method'] in METHOD_ORDER else 99
+  return order, s['name']
+
+
+def _main_table(runs, imbalance, paper) -> list[str]:
+  rows = [
+    '| method | seeds | test error, last | test error, dev-selected | '
+    'many / medium / few acc. (last) | ECE (last) | paper, full CIFAR-10-LT |',
+    '|---|---:|---:|---:|---|---:|---:|',
+  ]
+  for s in sorted(runs, key=_method_key):
+    groups = ' / '.join(
+      _mean_std(_values(s, 'last', f'{g}_shot_accuracy'), 1)
+      for g in ('many', 'medium', 'few')
+    )
+    ref = paper.get(s['method'], {}).get(imbalance)
+    rows.append(
+      f'| {s["method"]} | {s["num_seeds"]} | '
+      f'{_mean_std(_values(s, "last", "top1_error"))} | '
+      f'{_mean_std(_values(s, "dev_selected", "top1_error"))} | {groups} | '
+      f'{_mean_std(_values(s, "last", "ece"))} | '
+      f'{"–" if ref is None else f"{ref:.2f}"} |'
+    )
+  return rows
+
+
+def _paired(runs) -> list[str]:
+  by = {s['method']: s for s in runs}
+  if not {'ours_ce', 'cb_finetune'} <= set(by):
+    return []
+  a, b = by['ours_ce'], by['cb_finetune']
+  if a['num_seeds'] != b['num_seeds']:
+    return []
+  out = [
+    '',
+    'ours_ce − cb_finetune on the same seeds (the same stage 1, then class '
+    'weights with and without the meta-learned ε), test error in points:',
+    '',
+    '| model | per seed | mean ± std |',
+    '|---|---|---:|',
+  ]
+  for which in ('last', 'dev_selected'):
+    d = np.subtract(
+      _values(a, which, 'top1_error'), _values(b, which, 'top1_error')
+    )
+    per = ', '.join(f'{x:+.2f}' for x in d)
+    out.append(f'| {which} | {per} | {_mean_std(d)} |')
+  return out
+
+
+def _tau(s) -> float:
+  return float(s['overrides'].get('eps_lr', 0.01))
+
+
+def _eps_table(runs) -> list[str]:
+  ours = [s for s in runs if s['method'] == 'ours_ce']
+  if len(ours) < 2:
+    return []
+  ours.sort(
+    key=lambda s: (s['overrides'].get('inner_reduction', 'sum'), _tau(s))
+  )
+  best = min(
+    ours, key=lambda s: np.mean(_values(s, 'dev_selected', 'dev_top1_error'))
+  )
+  out = [
+    '',
+    'ours_ce as τ (`eps_lr`) and the inner reduction vary; the row marked '
+    '**chosen** has the lowest dev error (the dev-selected model, mean over '
+    'seeds), the only criterion used to choose. |ε|/w: per class, the RMS '
+    'of ε over the meta stage divided by the mean weight w + ε; the median '
+    'and the largest over classes.',
+    '',
+    '| τ | inner reduction | seeds | dev error | test error, dev-selected | '
+    'test error, last | median |ε|/w | max |ε|/w | |',
+    '|---:|---|---:|---:|---:|---:|---:|---:|---|',
+  ]
+  for s in ours:
+    ratio = np.asarray(s['eps_rms']) / np.abs(np.asarray(s['weight_mean']))
+    out.append(
+      f'| {_tau(s):g} | {s["overrides"].get("inner_reduction", "sum")} | '
+      f'{s["num_seeds"]} | '
+      f'{_mean_std(_values(s, "dev_selected", "dev_top1_error"))} | '
+      f'{_mean_std(_values(s, "dev_selected", "top1_error"))} | '
+      f'{_mean_std(_values(s, "last", "top1_error"))} | '
+      f'{np.median(ratio):.2e} | {ratio.max():.2e} | '
+      f'{"**chosen**" if s is best else ""} |'
+    )
+  return out
+
+
+def _figures(runs, imbalance, figures_dir, rel) -> list[str]:
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  plain = {s['method']: s for s in runs if not s['overrides']}
+  shown = [m for m in FIGURE_METHODS if m in plain]
+  if not shown:
+    return []
+  os.makedirs(figures_dir, exist_ok=True)
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+  counts = plain[shown[0]]['train_class_counts']
+  classes = np.arange(len(counts))
+  for m in shown:
+    acc = np.mean(
+      [
+        [np.nan if a is None else a for a in r['last']['per_class_accuracy']]
+        for r in plain[m]['seeds']
+      ],
+      axis=0,
+    )
+    axes[0].plot(classes, acc, 'o-', ms=3, label=m)
+  axes[0].set_xlabel('class (training images: ' + ', '.join(map(str, counts))
+                     + ')', fontsize=7)  # fmt: skip
+  axes[0].set_ylabel('test accuracy (%), last model')
+  axes[0].legend(fontsize=8)
+  for s in sorted(
+    (s for s in runs if s['method'] == 'ours_ce'), key=lambda s: s['name']
+  ):
+    axes[1].plot(classes, s['eps_mean'], 'o-', ms=3, label=s['name'])
+  axes[1].set_yscale('symlog', linthresh=1e-6)
+  axes[1].set_xlabel('class')
+  axes[1].set_ylabel('mean ε over the meta stage')
+  if axes[1].lines:
+    axes[1].legend(fontsize=6)
+  fig.suptitle(f'CIFAR-10-LT subset, imbalance {imbalance}', fontsize=10)
+  fig.tight_layout()
+  name = f'imb{imbalance}_per_class.png'
+  fig.savefig(os.path.join(figures_dir, name), dpi=100, metadata={
+    'Software': None})  # fmt: skip
+  plt.close(fig)
+  return ['', f'![per-class accuracy and ε]({rel}/{name})']
+
+
+def _protocol(runs) -> list[str]:
+  s = runs[0]
+  c = s['schedule']
+  machines = sorted({r['machine'].split(';', 1)[1].strip() for r in runs})
+  commits = sorted({r['commit'][:12] for r in runs})
+  drops = ' and '.join(str(b) for b in c['lr_boundaries'])
+  return [
+    f'Data: {s["test_per_class"]} test and {s["dev_per_class"]} dev images '
+    f'per class held out; the pool left per class, '
+    f'{s["pool_class_counts"]}, is subsampled to the training set: '
+    f'{s["data"]} (split sha256 {s["split_sha256"][:12]}), per class '
+    f'{s["train_class_counts"]}.',
+    '',
+    f'Schedule: model {c["model"]}, SGD (momentum 0.9, Nesterov, weight '
+    f'decay 5e-4), lr {c["learning_rate"]:g} × {c["lr_decay"]:g} at epochs '
+    f'{drops}, batch {c["batch_size"]}, dev batch {c["dev_batch_size"]}, '
+    f'{c["num_epochs"]} epochs, stage 2 (the re-weighting or meta stage of '
+    f'each method) from epoch {c["stage2_epoch"]}; LDAM methods warm up '
+    'the lr over 5 epochs. Evaluated every '
+    f'{c["eval_every_epochs"]} epochs; "dev-selected" is the evaluation '
+    'with the lowest dev error: the test split chooses nothing.',
+    '',
+    f'Commits: {", ".join(commits)}. Machines: {"; ".join(machines)}.',
+  ]
+
+
+def render(summaries, paper, figures_dir, rel='results/figures') -> str:
+  lines = [
+    '# Results on the real offline CIFAR-10 images',
+    '',
+    'These are results on a 5,085-image subset of CIFAR-10 (the first 1,017 '
+    'images of each training batch), not on the full dataset: 100 images '
+    'per class are held out as the balanced test set and 10 per class as '
+    'the dev set, and the long-tailed training set is subsampled from the '
+    "rest. The paper's numbers (full CIFAR-10-LT, 50,000 images) are beside "
+    'them for orientation only: a different data size, not a target.',
+    '',
+    'Generated by `python -m benchmarks.reproduce --summarize` from '
+    '`results/imb*/*.json`; the grid itself: `python -m benchmarks.reproduce '
+    "--data_dir=DATA_DIR --workdir=runs/reproduce`. Each run's command is "
+    'in its summary (`command`). Test error in %, mean ± std over seeds '
+    '(sample std; one value where one seed ran).',
+  ]
+  imbalances = sorted({s['imbalance'] for s in summaries}, reverse=True)
+  for imb in imbalances:
+    runs = [s for s in summaries if s['imbalance'] == imb]
+    plain = [s for s in runs if not s['overrides']]
+    lines += ['', f'## Imbalance {imb}', '']
+    lines += _protocol(runs) + ['']
+    lines += _main_table(plain, imb, paper)
+    lines += _paired(plain)
+    lines += _eps_table(runs)
+    lines += _figures(runs, imb, figures_dir, rel)
+    lines += ['', 'Commands:', '']
+    lines += [
+      f'- {s["name"]}: `{s["command"]}`' for s in sorted(runs, key=_method_key)
+    ]
+  return '\n'.join(lines) + '\n'
+
+
+def write(results_dir, path) -> str:
+  from benchmarks.reproduce import paper_errors
+
+  summaries = load(results_dir)
+  figures_dir = os.path.join(results_dir, 'figures')
+  rel = os.path.relpath(figures_dir, os.path.dirname(os.path.abspath(path)))
+  text = render(summaries, paper_errors(), figures_dir, rel)
+  analysis = os.path.join(results_dir, 'analysis.md')
+  if os.path.exists(analysis):
+    with open(analysis) as f:
+      text += '\n' + f.read()
+  with open(path, 'w') as f:
+    f.write(text)
+  return text
