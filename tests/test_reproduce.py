@@ -1,0 +1,118 @@
+"""benchmarks/reproduce.py: a two-run grid on the tiny model, end to end."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from benchmarks import reproduce
+from ltjax import train
+from ltjax.checkpoint import load_numpy
+
+# Both stages, an evaluation every epoch, the lr dropping when stage 2 starts.
+SETS = [
+  'model=tiny',
+  'num_epochs=3',
+  'stage2_epoch=2',
+  'eval_every_epochs=1',
+  'lr_boundaries=(2,)',
+]
+
+
+def argv(tmp, data_dir, *extra):
+  return [
+    f'--data_dir={data_dir}',
+    f'--workdir={tmp / "runs"}',
+    f'--results_dir={tmp / "results"}',
+    f'--results_md={tmp / "RESULTS.md"}',
+    '--grids=imb100',
+    '--only=cb_finetune,ours_ce',
+    *[f'--set={s}' for s in SETS],
+    *extra,
+  ]
+
+
+@pytest.fixture(scope='module')
+def grid(tmp_path_factory, cifar_prefix_npz):
+  tmp = tmp_path_factory.mktemp('grid')
+  reproduce.main(argv(tmp, cifar_prefix_npz.parent))
+  return tmp
+
+
+def test_grid_writes_summaries_and_results_md(grid):
+  names = sorted(p.name for p in (grid / 'results' / 'imb100').iterdir())
+  assert names == ['cb_finetune_s2.json', 'ours_ce_s2.json']
+  s = json.loads((grid / 'results/imb100/ours_ce_s2.json').read_text())
+  assert s['stage1_shared'] == '_stage1_ce_s2' and s['num_seeds'] == 2
+  assert len(s['seeds']) == 2 and len(s['split_sha256']) == 64
+  for r in s['seeds']:
+    assert r['last']['epoch'] == 3 and 0 <= r['last']['ece'] <= 100
+    assert r['dev_selected']['epoch'] in (1, 2, 3)
+  assert s['pool_class_counts'][0] == 517 - 110  # less test and dev
+  assert "'--config.model=tiny'" in s['command']
+  assert sum(s['meta_examples']) == 2 * 9 * 100  # 2 seeds, 9 meta steps
+  assert any(e != 0 for e in s['eps_mean'])
+  text = (grid / 'RESULTS.md').read_text()
+  assert '| ours_ce | 2 |' in text and '| cb_finetune | 2 |' in text
+  assert 'ours_ce − cb_finetune' in text and '23.59' in text  # the paper
+  assert (grid / 'results/figures/imb100_per_class.png').exists()
+
+
+def test_shared_stage1_is_bit_identical_to_a_run_from_scratch(
+  grid, tmp_path, cifar_prefix_npz
+):
+  run = reproduce.Run('ours_ce', 100, 2)
+  config = reproduce.make_config(run, cifar_prefix_npz.parent, SETS)
+  scratch = train.train_and_evaluate(config, tmp_path / 'scratch')
+  forked = json.loads(
+    (grid / 'runs/imb100/ours_ce_s2/results.json').read_text()
+  )
+  assert forked == json.loads(json.dumps(scratch))
+  (step_a, a), (step_b, b) = (
+    load_numpy(grid / 'runs/imb100/ours_ce_s2'),
+    load_numpy(tmp_path / 'scratch'),
+  )
+  assert step_a == step_b == 27
+  same = jax.tree.map(np.array_equal, a, b)
+  assert all(jax.tree.leaves(same))
+
+
+def test_finished_runs_are_skipped_and_results_md_is_regenerated_exactly(
+  grid, cifar_prefix_npz, capsys
+):
+  before = (grid / 'RESULTS.md').read_text()
+  (grid / 'RESULTS.md').unlink()
+  reproduce.main(argv(grid, cifar_prefix_npz.parent))
+  out = capsys.readouterr().out
+  assert out.count('done, skipped') == 2 and 'stage 1 of' not in out
+  assert (grid / 'RESULTS.md').read_text() == before
+  (grid / 'RESULTS.md').unlink()
+  reproduce.main(
+    ['--summarize', f'--results_dir={grid / "results"}']
+    + [f'--results_md={grid / "RESULTS.md"}']
+  )
+  assert (grid / 'RESULTS.md').read_text() == before
+
+
+def test_paper_table_matches_the_config_docstring():
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location('c10', reproduce.CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  rows = {
+    line.split()[0]: line.split()[1:]
+    for line in module.__doc__.splitlines()
+    if line.split() and line.split()[0] in module.PAPER_TEST_ERROR
+  }
+  for method, by_imb in reproduce.paper_errors().items():
+    want = [None if v == '-' else float(v) for v in rows[method]]
+    assert list(by_imb.values()) == want, method
+
+
+def test_bad_flags():
+  with pytest.raises(SystemExit):
+    reproduce.parse_args(['--grids=imb7'])
+  with pytest.raises(SystemExit):
+    reproduce.parse_args([])  # training needs --data_dir
