@@ -4,7 +4,7 @@ Run: ``python -m benchmarks.data_pipeline [--num-images 2048 ...]``.
 
 CIFAR-LT (device pipeline): ``--cifar-images`` random 32 x 32 uint8 images
 (12,406, the size of CIFAR-10-LT at imbalance 100) kept on the device;
-:func:`ltjax.data.pipeline.train_batch` gathers a batch of 100 and does the
+:func:`ltjax.data.device_pipeline.train_batch` gathers a batch of 100 and does the
 official augmentation in one jitted call. For comparison, the same
 augmentation in NumPy on the host (:func:`ltjax.data.augment.augment_numpy`,
 per image as a host loader would) plus the transfer to the device.
@@ -61,7 +61,8 @@ def cifar_rows(num_images: int, steps: int, warmup: int, batch: int = 100):
   """images/s of the device pipeline and of a host NumPy twin."""
   import jax
 
-  from ltjax.data import ArrayData, augment, pipeline
+  from ltjax.data import ArrayData, augment
+  from ltjax.data import device_pipeline as pipeline
 
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (num_images, 32, 32, 3), np.uint8)

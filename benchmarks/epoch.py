@@ -28,11 +28,11 @@ same train and dev index sets.
   fresh dev batch drawn from the dev set with the training augmentation.
 
 ltjax: the trainer's own path (as :func:`ltjax.train.train_and_evaluate`):
-:class:`ltjax.input_pipeline.DeviceInput` keeps the split on the device and
-its ``make_train_step`` gathers, augments (:mod:`ltjax.data.pipeline`) and
-runs the update of :func:`ltjax.methods.make_update_fn` (stage ``plain`` of
-method ``ce``; stage ``ours`` of method ``ours_ce``) in one jitted, donated
-step. The first call compiles and runs one step, untimed; its compile time
+:class:`ltjax.inputs.DeviceInput` keeps the split on the device and the
+step of :func:`ltjax.train.make_stage_steps` gathers, augments
+(:mod:`ltjax.data.device_pipeline`) and runs the update of
+:func:`ltjax.train_step.make_update_fn` (stage ``plain`` of method ``ce``;
+stage ``ours`` of method ``ours_ce``) in one jitted, donated step. The first call compiles and runs one step, untimed; its compile time
 (JAX's trace, lowering and XLA compile events) is reported apart. The epoch
 then starts from a fresh state and ends when its last state is ready; every
 ``--log_every`` steps it waits for the step for the progress line (stderr).
@@ -49,7 +49,7 @@ iterator (and its worker processes) each time as the official code does
 (``--workers=0`` transforms in the main process instead, under torch's
 intra-op threads: on a busy 2-CPU machine that was 35x slower per image). CE
 step: forward, backward, ``optimizer.step()``; meta step:
-``official_meta_step`` of ``tests/torch_reference.py`` (a fresh model loaded
+``official_meta_step`` of ``benchmarks/torch_reference.py`` (a fresh model loaded
 with ``load_state_dict``, ``create_graph=True``). One untimed step first;
 the epoch then runs on a fresh model, from starting the loader's iterator
 (and its workers) to the end of the last step.
@@ -129,8 +129,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 # --- Data: one config, one split, both sides ---------------------------------
 
 
-def make_config(args, workdir, method='ce'):
-  """The ``npz`` variant of configs/cifar10_lt.py over the benchmark's data.
+def make_config(args, workdir, method='ce', variant=''):
+  """The ``npz`` variant of configs/cifar10_lt.py over the benchmark's data
+  (and ``variant``, more ``key=value`` variants of the config).
 
   Without ``--data_dir`` writes a synthetic training set (and a one-image-
   per-class test set, never read) to ``workdir``.
@@ -138,7 +139,12 @@ def make_config(args, workdir, method='ce'):
   from ltjax import config_lib
 
   config = config_lib.from_file(
-    CONFIG, f'method={method},imb={args.imbalance:g},source=npz'
+    CONFIG,
+    ','.join(
+      filter(
+        None, [f'method={method},imb={args.imbalance:g},source=npz', variant]
+      )
+    ),
   )
   config.model = args.model
   config.batch_size = args.batch_size
@@ -160,10 +166,10 @@ def make_config(args, workdir, method='ce'):
 
 def stage_lr(config, steps_per_epoch, stage):
   """lr of the stage's first epoch in the trainer's schedule."""
-  from ltjax import methods
+  from ltjax import train_step
 
   return float(
-    methods.learning_rate_fn(config, steps_per_epoch)(
+    train_step.learning_rate_fn(config, steps_per_epoch)(
       first_step(config, steps_per_epoch, stage)
     )
   )
@@ -222,33 +228,30 @@ def ltjax_epochs(args, config, data) -> dict:
 
   from ltjax import methods, train
 
-  # As train_and_evaluate: keys, a replicated state, the stage's update.
+  # The trainer's own pieces: keys, a replicated state, the stage's step.
   mesh = train.make_mesh()
-  k_init, k_train, k_dev = jax.random.split(jax.random.key(config.seed), 3)
+  k_init, k_train, k_dev = train.seed_keys(config)
   spe = data.steps_per_epoch
   out = {}
   for stage in args.stages:
     cfg = config.copy_and_resolve_references()
     cfg.method = METHOD[stage]
     method = methods.get_method(cfg.method)
-    kind = method.stage1 if stage == 'ce' else method.stage2
     model = train.create_model(cfg, data.num_classes, method)
     start = first_step(cfg, spe, stage)
+    make_state = train.make_init_fn(cfg, model, data, mesh)
 
-    def init(key, model=model, cfg=cfg, start=start):
-      state = methods.init_state(
-        model, cfg, data.num_classes, data.image_shape, spe, key
-      )
-      return state.replace(step=jnp.asarray(start, jnp.int32))
+    def init(key, make_state=make_state, start=start):
+      return make_state(key).replace(step=jnp.asarray(start, jnp.int32))
 
+    # Replicated like every state the step returns: no second compilation.
     init = jax.jit(init, out_shardings=NamedSharding(mesh, P()))
-    update = methods.make_update_fn(
-      kind, model, method, cfg, data.class_counts, spe
-    )
-    uses_dev = kind in methods.META_STAGES
-    step = data.make_train_step(
-      update, k_train, k_dev, start, start if uses_dev else None
-    )
+
+    step = train.make_stage_steps(cfg, model, method, data)[
+      1 if stage == 'ce' else 2
+    ]
+    meta_start = train.meta_start_step(method, cfg.stage2_epoch * spe)
+    feeds = data.train_feeds(k_train, k_dev, start, meta_start)
     n = min(args.steps, spe) if args.steps else spe
     label = f'ltjax {stage}'
 
@@ -256,7 +259,7 @@ def ltjax_epochs(args, config, data) -> dict:
     state = jax.block_until_ready(init(k_init))
     with _CompileClock() as clock:
       t0 = time.perf_counter()
-      state, metrics = step(state, uses_dev)
+      state, metrics = step(state, next(feeds))
       jax.block_until_ready((state, metrics))
       first = time.perf_counter() - t0
     del state, metrics
@@ -267,7 +270,7 @@ def ltjax_epochs(args, config, data) -> dict:
     with _CompileClock() as recompiles:
       t0 = time.perf_counter()
       for i in range(n):
-        state, metrics = step(state, uses_dev)
+        state, metrics = step(state, next(feeds))
         if progress_due(args, i + 1, n):
           jax.block_until_ready(metrics)
           progress(label, i + 1, n, (i + 1) * args.batch_size, t0)
@@ -342,9 +345,9 @@ def torch_epochs(args, config, arrays) -> dict:
   import torch.nn.functional as F
   from torch.utils.data import DataLoader
 
+  from benchmarks import torch_reference
   from ltjax import weighting
-  from ltjax.data import pipeline
-  from tests import torch_reference
+  from ltjax.data import device_pipeline as pipeline
 
   torch.set_num_threads(args.threads or os.cpu_count())
   device = machine.torch_device(args.torch_device)
@@ -463,15 +466,14 @@ def table(results) -> str:
 def main(argv=None) -> str:
   args = parse_args(sys.argv[1:] if argv is None else list(argv))
 
-  from ltjax import input_pipeline, train
+  from ltjax import inputs, train
 
   results = {}
   with tempfile.TemporaryDirectory(prefix='ltjax_epoch_') as workdir:
     log('preparing the data')
     config = make_config(args, workdir)
-    arrays = input_pipeline.load_array_datasets(config)
-    data = input_pipeline.DeviceInput(config, train.make_mesh())
-    assert data.digest == arrays.digest, 'the two sides must share one split'
+    arrays = inputs.load_array_datasets(config)
+    data = inputs.DeviceInput(config, train.make_mesh(), arrays)
     spe = data.steps_per_epoch
     if 'ltjax' in args.impls:
       for stage, r in ltjax_epochs(args, config, data).items():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's GPU measurements in one command, sized for a 10-minute call.
+# Every GPU measurement in one command, sized for a 10-minute call.
 #
 #   bash benchmarks/gpu_checks.sh OUT_DIR [DATA_DIR]
 #
@@ -35,7 +35,7 @@ if [[ ${SCALE:-full} == smoke ]]; then
   meta_step=("${tiny[@]}" --image_size=8 --repeats=1 --warmup=1)
   seeds=("${tiny[@]}" "${small[@]}" --epochs=2 --meta_epochs=1 --seeds=1,2)
   whole=("${tiny[@]}" "${small[@]}" --epochs=2 --meta_epochs=1)
-  precision=(--model=tiny --epochs=1 --meta_epochs=1 --seeds=2)
+  precision=(--model=tiny --epochs=1 --meta_epochs=1 --seeds=2 --log_every_steps=2)
   epoch=("${tiny[@]}" --pool_per_class=120 --image_size=8 --steps=2)
   limit=300
 else
@@ -73,7 +73,8 @@ cat "$out/machine.txt"
 step meta_step 120 "$py" -m benchmarks.meta_step --memory=false "${meta_step[@]}"
 step seeds 180 "$py" -m benchmarks.train_run "${seeds[@]}"
 if [[ -n $data ]]; then
-  step precision 150 "$py" -m benchmarks.precision --data_dir="$data" "${precision[@]}"
+  step precision 150 "$py" -m benchmarks.train_run --data_dir="$data" \
+    --dtypes=float32,bfloat16 "${precision[@]}"
 fi
 step whole_run 280 "$py" -m benchmarks.train_run "${whole[@]}"
 step epoch 120 "$py" -m benchmarks.epoch "${epoch[@]}"

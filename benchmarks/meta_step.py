@@ -18,7 +18,7 @@ batches and the same class-balanced weights:
 - ``meta``: one meta step (Algorithm 1 of Jamal et al., CVPR 2020) and the
   optimizer update. ltjax: :func:`ltjax.meta_step` (default ``eps_grad='jvp'``)
   plus optax, jitted and donated. PyTorch: ``official_meta_step`` of
-  ``tests/torch_reference.py`` (a fresh model loaded with ``load_state_dict``
+  ``benchmarks/torch_reference.py`` (a fresh model loaded with ``load_state_dict``
   every step, the eps-weighted SUM inner loss, ``autograd.grad(...,
   create_graph=True)``, the dev loss at theta-tilde, its gradient in eps,
   then the weighted final loss and the optimizer step).
@@ -203,7 +203,7 @@ def torch_steps(args, data, steps, variant=None):
   import torch
   import torch.nn.functional as F
 
-  from tests import torch_reference
+  from benchmarks import torch_reference
 
   torch.set_num_threads(args.threads or os.cpu_count())
   device = machine.torch_device(args.torch_device)

@@ -167,7 +167,7 @@ def stage1_prefix(config):
     return None
   prefix = config.copy_and_resolve_references()
   prefix.method = method.loss  # 'ce', 'focal', 'ldam': plain in both stages
-  defaults = config_lib.base_config('cifar10', prefix.method)
+  defaults = config_lib.method_defaults(prefix.method)
   for field in STAGE2_FIELDS:
     prefix[field] = defaults[field]
   prefix.num_epochs = config.stage2_epoch

@@ -23,9 +23,18 @@ step of each stage, from the trainer's own ``images_per_second`` log
 compilation, is left out). With several ``--seeds`` counts it also gives
 each one's step time against one seed's: N seeds run as one vmapped step.
 
-At 200 epochs with 40 meta epochs the schedule is the config's (lr × 0.01
-at epochs 160 and 180); other lengths drop the lr once, by × 0.01, when the
-meta stage starts (:func:`shorten`, shared with ``benchmarks/precision.py``).
+The schedule is the config's ``epochs=<E>,meta_epochs=<M>`` variant: at 200
+epochs with 40 meta epochs the official one (lr × 0.01 at epochs 160 and
+180); other lengths drop the lr once, by × 0.01, when the meta stage starts
+(:func:`ltjax.config_lib.shorten`).
+
+With both ``--dtypes`` it also compares bfloat16 against float32 compute
+(parameters, BatchNorm statistics and losses stay float32): the test error
+of every seed, and the difference of the means against the seeds' spread.
+On the real images (``--data_dir``) that is the accuracy check of bfloat16::
+
+  python -m benchmarks.train_run --data_dir=../shared/data --epochs=15 \
+    --meta_epochs=3 --seeds=2 --imbalance=10 --dtypes=float32,bfloat16
 """
 
 from __future__ import annotations
@@ -81,25 +90,14 @@ def parse_args(argv=None) -> argparse.Namespace:
   return args
 
 
-def shorten(config, epochs: int, meta_epochs: int) -> None:
-  """``epochs`` epochs, the last ``meta_epochs`` in stage 2, one final eval.
-
-  The lr drops by ``lr_decay`` once, when stage 2 starts (the official
-  schedule's lr in its first meta epoch); at 200 epochs with 40 meta epochs
-  the config's own schedule stays.
-  """
-  config.num_epochs = epochs
-  config.stage2_epoch = epochs - meta_epochs
-  if (epochs, meta_epochs) != (200, 40):
-    config.lr_boundaries = (config.stage2_epoch, epochs)
-  config.eval_every_epochs = epochs
-
-
 def make_config(base, args, dtype, seeds):
+  """``base`` (the ``epochs``/``meta_epochs`` variant of the config) with
+  the run's dtype and seeds; one evaluation at the end, no checkpoints but
+  the last."""
   config = base.copy_and_resolve_references()
   config.compute_dtype = dtype
   config.num_seeds = seeds
-  shorten(config, args.epochs, args.meta_epochs)
+  config.eval_every_epochs = args.epochs
   config.log_every_steps = args.log_every_steps
   config.checkpoint_every_steps = 10**9
   return config
@@ -134,16 +132,14 @@ def one_run(base, args, dtype, seeds):
     ]
   steps_per_epoch = results['steps'] // args.epochs
   stage2_step = config.stage2_epoch * steps_per_epoch
-  if seeds > 1:
-    top1 = results['over_seeds']['last']['top1_error']
-    error = f'{top1["mean"]:.2f} ± {top1["std"]:.2f}'
-  else:
-    error = f'{results["last"]["test"]["top1_error"]:.2f}'
+  per_seed = [
+    r['last']['test']['top1_error'] for r in results.get('seeds') or [results]
+  ]
   return {
     'wall': wall,
     'steps': results['steps'],
     'ms': stage_step_ms(rows, stage2_step, config.batch_size, seeds),
-    'error': error,
+    'errors': per_seed,
     'data': results['data'],
   }
 
@@ -157,7 +153,12 @@ def main(argv=None) -> str:
 
   results = {}
   with tempfile.TemporaryDirectory(prefix='ltjax_data_') as data_dir:
-    base = epoch.make_config(args, data_dir, args.method)  # writes the data
+    base = epoch.make_config(  # writes the synthetic data, if any
+      args,
+      data_dir,
+      args.method,
+      f'epochs={args.epochs},meta_epochs={args.meta_epochs}',
+    )
     for dtype in args.dtypes:
       for seeds in args.seeds:
         print(f'run: {dtype}, {seeds} seed(s)', file=sys.stderr, flush=True)
@@ -166,8 +167,8 @@ def main(argv=None) -> str:
   rows = [
     '| compute | seeds | epochs (meta) | steps | wall s | stage 1 ms/step | '
     'stage 2 ms/step | step time vs 1 seed (stage 1 / 2) | test top-1 '
-    'error (%) |',
-    '|---|---:|---|---:|---:|---:|---:|---|---|',
+    'error (%) | per seed |',
+    '|---|---:|---|---:|---:|---:|---:|---|---|---|',
   ]
   for (dtype, seeds), r in results.items():
     one = results.get((dtype, 1))
@@ -182,7 +183,8 @@ def main(argv=None) -> str:
     rows.append(
       f'| {dtype} | {seeds} | {args.epochs} ({args.meta_epochs}) | '
       f'{r["steps"]} | {r["wall"]:.1f} | {fmt_ms(r["ms"].get(1))} | '
-      f'{fmt_ms(r["ms"].get(2))} | {ratio} | {r["error"]} |'
+      f'{fmt_ms(r["ms"].get(2))} | {ratio} | {mean_std(r["errors"])} | '
+      f'{", ".join(f"{e:.2f}" for e in r["errors"])} |'
     )
   source = (
     f'real images from {args.data_dir}'
@@ -201,10 +203,36 @@ def main(argv=None) -> str:
       'median over logged intervals, the first of each stage left out.',
       '',
       *rows,
+      *dtype_comparison(results),
     ]
   )
   print(text)
   return text
+
+
+def mean_std(values) -> str:
+  if len(values) == 1:
+    return f'{values[0]:.2f}'
+  return f'{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}'
+
+
+def dtype_comparison(results) -> list[str]:
+  """bfloat16 - float32 test error per seed count, against the spread."""
+  out = []
+  for (dtype, seeds), r in results.items():
+    f32 = results.get(('float32', seeds))
+    if dtype != 'bfloat16' or f32 is None:
+      continue
+    diff = np.mean(r['errors']) - np.mean(f32['errors'])
+    spread = np.hypot(*(
+      np.std(x['errors'], ddof=1) if seeds > 1 else 0.0 for x in (f32, r)
+    ))  # fmt: skip
+    out.append(
+      f'\nbfloat16 - float32, {seeds} seed(s): {diff:+.2f} points (seed '
+      f'spread combined {spread:.2f}); stage 2 step time '
+      f"{r['ms'].get(2, np.nan) / f32['ms'].get(2, np.nan):.2f}x float32's."
+    )
+  return out
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 r"""CIFAR-100-LT (Jamal et al., CVPR 2020, Table 2): ResNet-32, 200 epochs.
 
-Variants ``method=<name>,imb=<IF>`` as in ``configs/cifar10_lt.py``::
+Variants ``method=<name>,imb=<IF>`` (and ``epochs``, ``meta_epochs``) as in
+``configs/cifar10_lt.py``::
 
   python -m ltjax.main --config=configs/cifar100_lt.py:method=ours_ce,imb=100 \
     --workdir=runs/cifar100_lt/ours_ce_100
@@ -14,7 +15,22 @@ from ltjax import config_lib
 
 
 def get_config(arg=None):
-  v = config_lib.parse_arg(arg, method='ours_ce', imb='100')
-  config = config_lib.base_config('cifar100', v['method'])
-  config.data.imbalance = float(v['imb'])
+  v = config_lib.parse_arg(
+    arg, method='ours_ce', imb=100.0, epochs=200, meta_epochs=40
+  )
+  # The official CIFAR protocol, as configs/cifar10_lt.py.
+  config = config_lib.base_config(
+    'cifar100',
+    v['method'],
+    model='resnet32',
+    batch_size=100,
+    num_epochs=200,
+    stage2_epoch=160,
+    learning_rate=0.1,
+    lr_boundaries=(160, 180),
+    lr_decay=0.01,
+    weight_decay=5e-4,
+  )
+  config.data.imbalance = v['imb']
+  config_lib.shorten(config, v['epochs'], v['meta_epochs'])
   return config

@@ -29,6 +29,15 @@ ours_ldam      22.77  20.00  17.77  15.63  12.60  10.29
 =============  =====  =====  =====  =====  =====  =====
 
 ``ldam``, ``cb_finetune`` have no CIFAR-10 row in the paper.
+
+``epochs=<E>,meta_epochs=<M>`` shortens the schedule (the last ``M`` epochs
+in stage 2, one lr drop when it starts), e.g. a first run of about a minute
+on a laptop CPU::
+
+  python -m ltjax.main --workdir=runs/first \
+    --config=configs/cifar10_lt.py:source=npz,epochs=6,meta_epochs=2 \
+    --config.model=tiny --config.eval_every_epochs=2 \
+    --config.data.dir=../shared/data
 """
 
 from ltjax import config_lib
@@ -53,9 +62,24 @@ PAPER_TEST_ERROR = {
 
 
 def get_config(arg=None):
-  v = config_lib.parse_arg(arg, method='ours_ce', imb='100', source='tfds')
-  config = config_lib.base_config('cifar10', v['method'])
-  config.data.imbalance = float(v['imb'])
+  v = config_lib.parse_arg(
+    arg, method='ours_ce', imb=100.0, source='tfds', epochs=200, meta_epochs=40
+  )
+  # The official CIFAR protocol (Jamal et al.; the official code's main.py).
+  config = config_lib.base_config(
+    'cifar10',
+    v['method'],
+    model='resnet32',
+    batch_size=100,  # training and dev batches
+    num_epochs=200,
+    stage2_epoch=160,  # t1 = [0, 160): plain training; t2: the method
+    learning_rate=0.1,  # SGD, momentum 0.9, Nesterov
+    lr_boundaries=(160, 180),  # epochs where the lr is multiplied by ...
+    lr_decay=0.01,
+    weight_decay=5e-4,
+  )
+  config.data.imbalance = v['imb']  # n_i = n_max (1/imb)^(i/(C-1))
+  config_lib.shorten(config, v['epochs'], v['meta_epochs'])
   if v['source'] == 'npz':
     config.dataset = 'npz'
     config.num_classes = 10

@@ -27,10 +27,11 @@ def get_config(arg=None):
     'imagenet_lt',
     v['method'],
     model='resnet10',
-    dev_per_class=20,
     num_epochs=90,
     stage2_epoch=70,
     learning_rate=0.1,
+    lr_decay=0.1,
     lr_boundaries=(35, 70),
     weight_decay=5e-4,
+    batch_size=256,
   )

@@ -23,9 +23,11 @@ def get_config(arg=None):
     'i_naturalist2018',
     v['method'],
     model='resnet50',
-    dev_per_class=2,
     num_epochs=90,
     stage2_epoch=60,
     learning_rate=0.1,
+    lr_decay=0.1,
+    weight_decay=1e-4,
     lr_boundaries=(30, 60),
+    batch_size=256,
   )

@@ -27,10 +27,11 @@ def get_config(arg=None):
     'places_lt',
     v['method'],
     model='resnet152',
-    dev_per_class=10,
     num_epochs=30,
     stage2_epoch=20,
     learning_rate=0.01,
+    lr_decay=0.1,
+    weight_decay=1e-4,
     lr_boundaries=(10, 20),
     batch_size=128,
   )

@@ -20,7 +20,7 @@ def step_of(state) -> int:
 
 
 class Checkpointer:
-  """Checkpoints of a :class:`ltjax.methods.TrainState` in ``workdir``."""
+  """Checkpoints of a :class:`ltjax.train_step.TrainState` in ``workdir``."""
 
   def __init__(self, workdir, max_to_keep: int = 3):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')

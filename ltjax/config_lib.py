@@ -8,11 +8,21 @@ also be overridden on the command line (``--config.batch_size=128``).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 
+import jax
 import ml_collections
 
-from ltjax import methods
+from ltjax import inputs, methods, models
+from ltjax.data.specs import SPECS
+
+# Fields that may change between a run and its resumption.
+RESUMABLE_FIELDS = (
+  'log_every_steps',
+  'checkpoint_every_steps',
+  'keep_checkpoints',
+)
 
 
 def from_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -27,9 +37,10 @@ def from_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def parse_arg(arg: str | None, **defaults) -> dict:
-  """``'method=ce,imb=100'`` -> ``{'method': 'ce', 'imb': '100'}``.
+  """``'method=ce,imb=100'`` -> ``{'method': 'ce', 'imb': 100.0, ...}``.
 
-  Keys must be among ``defaults``, whose values fill the missing keys.
+  Keys must be among ``defaults``, whose values fill the missing keys and
+  give each value its type (``str``, ``int`` or ``float``).
   """
   out = dict(defaults)
   for item in filter(None, (arg or '').split(',')):
@@ -39,47 +50,75 @@ def parse_arg(arg: str | None, **defaults) -> dict:
         f'bad config variant {item!r}: use key=value with key in '
         f'{sorted(defaults)}.'
       )
-    out[key] = value
+    kind = type(defaults[key])
+    try:
+      out[key] = kind(value)
+    except ValueError:
+      raise ValueError(
+        f'bad config variant {item!r}: {key} takes a {kind.__name__}.'
+      ) from None
   return out
 
 
-def base_config(dataset: str, method: str) -> ml_collections.ConfigDict:
-  """The official CIFAR protocol (REFERENCE.md); large datasets override."""
-  methods.get_method(method)
+def method_defaults(method: str) -> dict:
+  """The methods' hyperparameters, as the official code and the papers of
+  the baselines set them (the same on every benchmark)."""
+  out = {
+    'cb_beta': 0.9999,  # Cui et al.; the official code
+    'focal_gamma': 1.0,
+    'ldam_max_margin': 0.5,  # Cao et al., LDAM-DRW
+    'ldam_scale': 30.0,
+    'eps_lr': 0.01,  # τ of the official code
+    'inner_reduction': 'sum',  # the official code; 'mean' as the paper
+    'eps_grad': 'jvp',
+    'mwn_hidden': 100,  # Shu et al., Meta-Weight-Net
+    'mwn_lr': 1e-3,
+    'mwn_wd': 1e-4,
+    'warmup_epochs': 0,
+  }
+  if methods.get_method(method).loss == 'ldam':
+    out['warmup_epochs'] = 5  # LDAM-DRW's linear warm-up
+  return out
+
+
+def base_config(
+  dataset: str,
+  method: str,
+  *,
+  model: str,
+  batch_size: int,
+  num_epochs: int,
+  stage2_epoch: int,
+  learning_rate: float,
+  lr_boundaries: tuple[int, ...],
+  lr_decay: float,
+  weight_decay: float,
+) -> ml_collections.ConfigDict:
+  """Every field of a run: the benchmark's schedule (the arguments, which a
+  config file spells out), :func:`method_defaults`, and the defaults of
+  data, logging and checkpointing."""
   c = ml_collections.ConfigDict()
   c.dataset = dataset
   c.method = method
-  c.model = 'resnet32'
+  c.model = model
   c.num_classes = 10  # only read for dataset 'npz'
   c.seed = 0
   c.num_seeds = 1  # > 1: that many independent runs in one vmapped step
   c.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
 
-  c.batch_size = 100
-  c.dev_batch_size = 100
+  c.batch_size = batch_size
+  c.dev_batch_size = batch_size
   c.eval_batch_size = 500
-  c.num_epochs = 200
-  c.stage2_epoch = 160  # t1 = [0, 160), t2 = [160, 200)
-  c.learning_rate = 0.1
-  c.lr_boundaries = (160, 180)
-  c.lr_decay = 0.01
-  c.warmup_epochs = 0
+  c.num_epochs = num_epochs
+  c.stage2_epoch = stage2_epoch  # t1 = [0, stage2_epoch), t2 = the rest
+  c.learning_rate = learning_rate
+  c.lr_boundaries = lr_boundaries
+  c.lr_decay = lr_decay
   c.momentum = 0.9
   c.nesterov = True
-  c.weight_decay = 5e-4
-
-  c.cb_beta = 0.9999
-  c.focal_gamma = 1.0
-  c.ldam_max_margin = 0.5
-  c.ldam_scale = 30.0
-  c.eps_lr = 0.01
-  c.inner_reduction = 'sum'
-  c.eps_grad = 'jvp'
-  c.mwn_hidden = 100
-  c.mwn_lr = 1e-3
-  c.mwn_wd = 1e-4
-  if methods.get_method(method).loss == 'ldam':
-    c.warmup_epochs = 5  # LDAM-DRW's linear warm-up
+  c.weight_decay = weight_decay
+  for field, value in method_defaults(method).items():
+    c[field] = value
 
   c.eval_every_epochs = 10
   c.log_every_steps = 50
@@ -90,7 +129,9 @@ def base_config(dataset: str, method: str) -> ml_collections.ConfigDict:
   c.data.imbalance = 100.0  # 0 keeps the training set as it is
   c.data.profile = 'exp'
   c.data.n_max = 0.0  # 0: the official (N - dev C) / C
-  c.data.dev_per_class = 10
+  # The paper's dev size of the dataset (SPECS); 10 per class for npz files.
+  spec = SPECS.get(dataset)
+  c.data.dev_per_class = spec.dev_per_class if spec else 10
   c.data.test_per_class = 0  # > 0: carve a test set when there is none
   c.data.split_seed = 0
   c.data.tfds_data_dir = ''  # '' : tfds's default (~/tensorflow_datasets)
@@ -105,34 +146,94 @@ def base_config(dataset: str, method: str) -> ml_collections.ConfigDict:
   return c
 
 
-def large_config(
-  dataset: str,
-  method: str,
-  *,
-  model: str,
-  dev_per_class: int,
-  num_epochs: int,
-  stage2_epoch: int,
-  learning_rate: float,
-  lr_boundaries: tuple[int, ...],
-  lr_decay: float = 0.1,
-  weight_decay: float = 1e-4,
-  batch_size: int = 256,
-) -> ml_collections.ConfigDict:
-  """Shared settings of iNaturalist, ImageNet-LT and Places-LT: streamed
-  224 x 224 crops, no subsampling (the data is long-tailed already)."""
-  c = base_config(dataset, method)
-  c.model = model
+def large_config(dataset: str, method: str, **schedule):
+  """:func:`base_config` with what iNaturalist, ImageNet-LT and Places-LT
+  share: streamed 224 x 224 crops, no subsampling (the data is long-tailed
+  already), one batch size for training, dev and evaluation."""
+  c = base_config(dataset, method, **schedule)
   c.data.imbalance = 0.0
-  c.data.dev_per_class = dev_per_class
-  c.num_epochs = num_epochs
-  c.stage2_epoch = stage2_epoch
-  c.learning_rate = learning_rate
-  c.lr_boundaries = lr_boundaries
-  c.lr_decay = lr_decay
-  c.weight_decay = weight_decay
-  c.batch_size = c.dev_batch_size = c.eval_batch_size = batch_size
+  c.eval_batch_size = c.batch_size
   c.eval_every_epochs = 5
   c.log_every_steps = 100
   c.checkpoint_every_steps = 2000
   return c
+
+
+def shorten(config, epochs: int, meta_epochs: int) -> None:
+  """``epochs`` epochs, the last ``meta_epochs`` of them stage 2.
+
+  The lr drops by ``lr_decay`` once, when stage 2 starts (the official
+  schedule's lr in its first meta epoch); the official 200 epochs with 40
+  meta epochs keep the config's own schedule.
+  """
+  if not 0 <= meta_epochs <= epochs or epochs < 1:
+    raise ValueError(
+      f'need 0 <= meta_epochs <= epochs and epochs >= 1, got {meta_epochs} '
+      f'and {epochs}.'
+    )
+  config.num_epochs = epochs
+  config.stage2_epoch = epochs - meta_epochs
+  if (epochs, meta_epochs) != (200, 40):
+    config.lr_boundaries = (config.stage2_epoch, epochs)
+
+
+def check_config(config) -> None:
+  """Stops a bad config before any data is read."""
+  inputs.check_dataset_name(config.dataset)
+  methods.get_method(config.method)
+  models.registry.check_model(config.model)
+  if config.data.imbalance and config.data.imbalance < 1:
+    raise ValueError(
+      f'config.data.imbalance must be >= 1 (or 0 to keep the data as it is), '
+      f'got {config.data.imbalance}.'
+    )
+  for field in ('batch_size', 'dev_batch_size', 'num_epochs'):
+    if config[field] < 1:
+      raise ValueError(f'config.{field} must be >= 1, got {config[field]}.')
+  if not 0 <= config.stage2_epoch <= config.num_epochs:
+    raise ValueError(
+      f'config.stage2_epoch must lie in [0, num_epochs={config.num_epochs}], '
+      f'got {config.stage2_epoch}.'
+    )
+  if config.compute_dtype not in models.COMPUTE_DTYPES:
+    raise ValueError(
+      f'config.compute_dtype must be one of {sorted(models.COMPUTE_DTYPES)}, '
+      f'got {config.compute_dtype!r}.'
+    )
+  if config.num_seeds < 1:
+    raise ValueError(f'config.num_seeds must be >= 1, got {config.num_seeds}.')
+  if config.num_seeds > 1 and config.dataset in inputs.LARGE_DATASETS:
+    raise ValueError(
+      f'config.num_seeds={config.num_seeds}: vectorized seeds need an array '
+      f'dataset kept on the device (CIFAR or npz), not {config.dataset}.'
+    )
+  n = jax.device_count()
+  for field in ('batch_size', 'dev_batch_size'):
+    if config[field] % n:
+      raise ValueError(
+        f'config.{field}={config[field]} does not divide evenly over {n} '
+        f'devices; use a multiple of {n}.'
+      )
+
+
+def check_workdir_config(config, workdir) -> None:
+  """Refuses a workdir that holds a run of another config; records the
+  config in a fresh one (``workdir/config.json``)."""
+  path = os.path.join(workdir, 'config.json')
+  mine = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      theirs = json.load(f)
+    differ = sorted(
+      k
+      for k in set(mine) | set(theirs)
+      if k not in RESUMABLE_FIELDS and mine.get(k) != theirs.get(k)
+    )
+    if differ:
+      raise ValueError(
+        f'workdir {workdir} holds a run of a different config (fields '
+        f'{differ} differ); use a fresh --workdir or the same config.'
+      )
+  elif jax.process_index() == 0:
+    with open(path, 'w') as f:
+      json.dump(mine, f, indent=2, sort_keys=True)

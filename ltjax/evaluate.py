@@ -161,3 +161,85 @@ def summarize_seeds(per_seed: list[dict]) -> dict:
         'values': values.tolist(),
       }
   return out
+
+
+# --- The records of a run's evaluations (evals.jsonl, results.json) ----------
+
+
+def eval_records(step, epoch, test, dev, class_counts, logit_scale=1.0):
+  """One record per seed of an evaluation.
+
+  Args:
+    step, epoch: when the evaluation ran.
+    test, dev: ``(logits [S, n, C], labels [n])`` of the test and dev sets
+      for ``S`` seeds.
+    class_counts: ``[C]`` training images per class.
+    logit_scale: see :func:`calibration`.
+
+  Returns:
+    ``[{'step', 'epoch', 'dev_top1_error', 'test': metrics}]``, one per seed.
+  """
+  (test_logits, test_labels), (dev_logits, dev_labels) = test, dev
+  return [
+    {
+      'step': step,
+      'epoch': epoch,
+      'dev_top1_error': classification_metrics(d, dev_labels, class_counts)[
+        'top1_error'
+      ],
+      'test': classification_metrics(t, test_labels, class_counts, logit_scale),
+    }
+    for t, d in zip(test_logits, dev_logits, strict=True)
+  ]
+
+
+def eval_row(records) -> dict:
+  """One line of ``evals.jsonl``: a record, or the records of every seed."""
+  if len(records) == 1:
+    return records[0]
+  step, epoch = records[0]['step'], records[0]['epoch']
+  seeds = [{k: r[k] for k in ('dev_top1_error', 'test')} for r in records]
+  return {'step': step, 'epoch': epoch, 'seeds': seeds}
+
+
+def row_records(row) -> list[dict]:
+  """The inverse of :func:`eval_row`."""
+  if 'seeds' not in row:
+    return [row]
+  return [
+    {'step': row['step'], 'epoch': row['epoch'], **r} for r in row['seeds']
+  ]
+
+
+def last_and_dev_selected(evals, num_seeds: int) -> list[dict]:
+  """Per seed, ``{'last', 'dev_selected'}`` of ``evals`` (a list of
+  :func:`eval_records`): the dev set selects, ties to the later step."""
+  return [
+    {
+      'last': evals[-1][s],
+      'dev_selected': min(
+        (e[s] for e in evals), key=lambda r: (r['dev_top1_error'], -r['step'])
+      ),
+    }
+    for s in range(num_seeds)
+  ]
+
+
+def weight_stats_table(stats) -> dict:
+  """Per-class mean and spread of ε and of ``w + ε`` over the meta stage.
+
+  Args:
+    stats: ``[C, 5]`` sums: count, ``Σε``, ``Σε²``, ``Σ(w+ε)``, ``Σ(w+ε)²``.
+  """
+  stats = np.asarray(stats, np.float64)
+  count = np.maximum(stats[:, 0], 1)
+  mean_e, mean_w = stats[:, 1] / count, stats[:, 3] / count
+  return {
+    'count': stats[:, 0].tolist(),
+    'eps_mean': mean_e.tolist(),
+    'eps_std': np.sqrt(np.maximum(stats[:, 2] / count - mean_e**2, 0)).tolist(),
+    'weight_mean': mean_w.tolist(),
+    'weight_std': np.sqrt(
+      np.maximum(stats[:, 4] / count - mean_w**2, 0)
+    ).tolist(),
+  }

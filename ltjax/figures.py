@@ -11,6 +11,9 @@ def write_figures(results: dict, workdir) -> list[str]:
   """Writes ``conditional_weights.png`` (for meta runs),
   ``per_class_accuracy.png`` and ``reliability.png`` to ``workdir``; returns
   their paths."""
+  # Imported here, once figures are due: the headless backend must be
+  # chosen before pyplot loads, and a trainer that is imported but never
+  # finishes a run does not pay for matplotlib.
   import matplotlib
 
   matplotlib.use('Agg')

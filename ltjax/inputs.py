@@ -1,29 +1,42 @@
-"""From a config to the training, dev and test data of a run.
+"""From a config to the data that feeds the trainer's step.
 
 Array datasets (CIFAR from tfds, or ``.npz`` files) are loaded to host memory,
 subsampled to the long-tailed profile with a dev set carved first
-(:func:`ltjax.data.long_tail_split`), and handed to the trainer, which keeps
-them on the device. Large datasets (iNaturalist, ImageNet-LT, Places-LT) go
-through the tf.data host pipeline of :mod:`ltjax.data.tf_pipeline`.
+(:func:`ltjax.data.long_tail_split`), and kept on the device by
+:class:`DeviceInput`. Large datasets (iNaturalist, ImageNet-LT, Places-LT)
+stream through the tf.data host pipeline of :mod:`ltjax.data.tf_pipeline`
+(:class:`HostInput`).
+
+An input only feeds the step (:func:`ltjax.train_step.make_train_step`):
+``train_feeds(...)`` yields one ``feed`` per step and ``batch(feed, step)``,
+called inside the jit, turns it into ``(batch, dev_batch)``. For the device
+input the feed is the device-resident data and the keys, and the batches
+are gathered and augmented inside the step; for the host input the feed is
+the sharded batches themselves. ``eval_batches(split)`` and
+``prepare_eval(x)`` do the same for evaluation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ltjax import data as data_lib
-from ltjax.models.conv import xla_cpu_compiler_options
+from ltjax.data import augment, device_pipeline
+from ltjax.data.specs import SPECS
 
-ARRAY_DATASETS = {'cifar10': 10, 'cifar100': 100, 'npz': None}
-LARGE_DATASETS = (
-  'i_naturalist2017',
-  'i_naturalist2018',
-  'imagenet_lt',
-  'places_lt',
-)
+ARRAY_DATASETS = {
+  **{name: s.num_classes for name, s in SPECS.items() if s.on_device},
+  'npz': None,  # config.num_classes
+}
+LARGE_DATASETS = tuple(name for name, s in SPECS.items() if not s.on_device)
 
 
 @dataclasses.dataclass
@@ -76,7 +89,7 @@ def _load_full_splits(config):
         data_lib.load_npz(path, num_classes=num_classes) if path else None
       )
     return (*splits, num_classes)
-  from ltjax.data import tfds_sources  # imports TensorFlow
+  from ltjax.data import tfds_sources  # lazily: it imports TensorFlow
 
   source = tfds_sources.TfdsSource(
     config.dataset, data_dir=cfg.tfds_data_dir or None, download=cfg.download
@@ -142,15 +155,30 @@ def load_array_datasets(config) -> ArrayDatasets:
       f'class {int(np.argmin(counts))} has no training images; {fix} '
       f'(or lower config.num_classes).'
     )
-  digest = data_lib.LongTailSplit(train_idx, dev_idx, counts, 0.0).digest()
-  groups = data_lib.shot_groups(counts)
-  summary = (
-    f'{config.dataset}: {len(train)} training images in {num_classes} '
-    f'classes (max {counts.max()}, min {counts.min()}), {len(dev)} dev, '
-    f'{len(test)} test; many/medium/few-shot classes '
-    f'{len(groups["many"])}/{len(groups["medium"])}/{len(groups["few"])}'
+  digest, summary = describe_split(
+    config.dataset, train_idx, dev_idx, counts, len(dev), len(test)
   )
   return ArrayDatasets(train, dev, test, num_classes, counts, digest, summary)
+
+
+def describe_split(
+  name, train_idx, dev_idx, counts, num_dev, num_test, dev_from=''
+):
+  """``(sha256, one-line summary)`` of a training/dev split.
+
+  The digest is :meth:`ltjax.data.LongTailSplit.digest` of the indices and
+  class counts; the summary is what the trainer logs and results.json keeps.
+  """
+  digest = data_lib.LongTailSplit(train_idx, dev_idx, counts, 0.0).digest()
+  groups = data_lib.shot_groups(counts)
+  source = f' from {dev_from}' if dev_from else ''
+  summary = (
+    f'{name}: {len(train_idx)} training images in {len(counts)} classes '
+    f'(max {counts.max()}, min {counts.min()}), {num_dev} dev{source}, '
+    f'{num_test} test; many/medium/few-shot classes '
+    f'{len(groups["many"])}/{len(groups["medium"])}/{len(groups["few"])}'
+  )
+  return digest, summary
 
 
 def _pad_to(arr, size):
@@ -162,144 +190,99 @@ class DeviceInput:
   """An array dataset kept on the device; batches made inside the step.
 
   Attributes: ``num_classes``, ``class_counts``, ``image_shape``,
-  ``summary``, ``digest``, ``steps_per_epoch``.
+  ``summary``, ``digest``, ``steps_per_epoch``, ``batch_sharding``.
   """
 
-  def __init__(self, config, mesh):
-    import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from ltjax.data import pipeline
-
+  def __init__(self, config, mesh, arrays: ArrayDatasets | None = None):
+    """Loads ``config``'s split, or keeps ``arrays`` (already split)."""
     self._config = config
-    data = load_array_datasets(config)
+    data = arrays if arrays is not None else load_array_datasets(config)
     self.num_classes = data.num_classes
     self.class_counts = data.class_counts
     self.image_shape = data.image_shape
     self.summary, self.digest = data.summary, data.digest
-    self.steps_per_epoch = pipeline.steps_per_epoch(
+    self.steps_per_epoch = device_pipeline.steps_per_epoch(
       len(data.train), config.batch_size
     )
     replicated = NamedSharding(mesh, P())
-    self._batch_sharding = NamedSharding(mesh, P('data'))
-    self._train = pipeline.to_device(data.train, replicated)
-    self._dev = pipeline.to_device(data.dev, replicated)
+    self.batch_sharding = NamedSharding(mesh, P('data'))
+    self._train = device_pipeline.to_device(data.train, replicated)
+    self._dev = device_pipeline.to_device(data.dev, replicated)
     self._eval = {}
     size = config.eval_batch_size
     for name, split in (('test', data.test), ('dev', data.dev)):
       padded = -(-len(split) // size) * size
       images = jax.device_put(_pad_to(split.image, padded), replicated)
-      self._eval[name] = (images, split.label)
+      mask = np.arange(padded) < len(split)
+      self._eval[name] = (images, _pad_to(split.label, padded), mask)
 
-  def make_train_step(
-    self, update, k_train, k_dev, start_step, meta_start, num_seeds=1
-  ):
-    """``step(state, uses_dev) -> (state, metrics)``: gather, augment, update.
+  # The feed: keys (with the seed axis of vmapped seeds) and the data.
+  feed_axes = (0, 0, None, None)
 
-    Batches are a function of ``state.step``, so ``start_step`` and
-    ``meta_start`` are not needed; an unused dev batch is compiled away. With
-    ``num_seeds > 1`` the state and keys carry a leading seed axis and the
-    step is vmapped over it (every seed its own batches and augmentation).
-    """
+  def train_feeds(self, k_train, k_dev, start_step, meta_start):
+    """The same feed every step: batches are a function of ``state.step``,
+    so neither ``start_step`` nor ``meta_start`` changes it."""
     del start_step, meta_start
-    import jax
+    return itertools.repeat((k_train, k_dev, self._train, self._dev))
 
-    from ltjax.data import pipeline
-
+  def batch(self, feed, step):
+    """``(batch, dev_batch)`` of ``step``, inside the jit; a dev batch that
+    a stage does not read is compiled away."""
+    k_train, k_dev, train_data, dev_data = feed
     config = self._config
-
-    def step_fn(state, k_train, k_dev, train_data, dev_data):
-      batch = pipeline.train_batch(
-        train_data, k_train, state.step, config.batch_size
-      )
-      dev = pipeline.dev_batch(
-        dev_data, jax.random.fold_in(k_dev, state.step), config.dev_batch_size
-      )
-      if num_seeds == 1:
-        batch, dev = jax.lax.with_sharding_constraint(
-          (batch, dev), self._batch_sharding
-        )
-      return update(state, batch, dev)
-
-    if num_seeds > 1:
-      step_fn = jax.vmap(step_fn, in_axes=(0, 0, 0, None, None))
-    jitted = jax.jit(
-      step_fn,
-      donate_argnums=0,
-      compiler_options=xla_cpu_compiler_options(),
+    batch = device_pipeline.train_batch(
+      train_data, k_train, step, config.batch_size
     )
-    return lambda state, uses_dev: jitted(
-      state, k_train, k_dev, self._train, self._dev
+    dev = device_pipeline.dev_batch(
+      dev_data, jax.random.fold_in(k_dev, step), config.dev_batch_size
     )
+    return batch, dev
 
-  def make_predict(self, apply_fn, num_seeds=1):
-    """``predict(state, split) -> (logits, labels [n])`` on host: logits
-    ``[n, C]``, or ``[num_seeds, n, C]`` for a vmapped state."""
-    import jax
-
-    from ltjax.data import augment
-
+  def eval_batches(self, split):
+    """``(x, labels, mask)`` per evaluation batch of ``split``."""
+    images, labels, mask = self._eval[split]
     size = self._config.eval_batch_size
-    if num_seeds > 1:
-      apply_fn = jax.vmap(apply_fn, in_axes=(0, 0, None))
+    for start in range(0, images.shape[0], size):
+      end = start + size
+      yield (images, start), labels[start:end], mask[start:end]
 
-    @jax.jit
-    def logits(params, batch_stats, images, start):
-      x = jax.lax.dynamic_slice_in_dim(images, start, size)
-      x = augment.normalize(x)
-      if num_seeds == 1:
-        x = jax.lax.with_sharding_constraint(x, self._batch_sharding)
-      return apply_fn(params, batch_stats, x)
-
-    def predict(state, split):
-      images, labels = self._eval[split]
-      out = [
-        logits(state.params, state.batch_stats, images, start)
-        for start in range(0, images.shape[0], size)
-      ]
-      out = np.concatenate(jax.device_get(out), axis=-2)
-      return out[..., : len(labels), :], labels
-
-    return predict
+  def prepare_eval(self, x):
+    images, start = x
+    batch = jax.lax.dynamic_slice_in_dim(
+      images, start, self._config.eval_batch_size
+    )
+    return augment.normalize(batch)
 
 
 class HostInput:
   """A large tfds dataset streamed through the tf.data host pipeline."""
 
-  def __init__(self, config, mesh):
-    import jax
+  feed_axes = None  # one seed only (checked with the config)
 
-    from ltjax.data import tf_pipeline, tfds_sources
+  def __init__(self, config, mesh):
+    from ltjax.data import tf_pipeline, tfds_sources  # import TensorFlow
 
     cfg = config.data
-    self._config, self._mesh = config, mesh
+    self._config = config
     self._tfp = tf_pipeline
-    self._iters = None
     source = tfds_sources.TfdsSource(
       config.dataset,
       data_dir=cfg.tfds_data_dir or None,
       dev_source=cfg.dev_source,
       places_lt_dir=cfg.places_lt_dir or None,
       download=cfg.download,
+      dev_per_class=cfg.dev_per_class,
     )
     spec = source.spec
-    if cfg.dev_per_class and spec.dev_split is None:
-      spec = dataclasses.replace(spec, dev_per_class=cfg.dev_per_class)
+    split = source.dev_split(cfg.split_seed)
     train_labels = source.labels(spec.train_split)
-    num_dev = None
-    if spec.dev_split is not None:
-      num_dev = len(source.labels(spec.dev_split))
-    split = tfds_sources.carve_dev(spec, train_labels, cfg.split_seed, num_dev)
     self.num_classes = source.num_classes
     self.class_counts = np.bincount(
       train_labels[split.train], minlength=self.num_classes
     )
     self.image_shape = (config.image_size, config.image_size, 3)
-    self.digest = data_lib.LongTailSplit(
-      split.train, split.dev, self.class_counts, 0.0
-    ).digest()
     self._process = (jax.process_index(), jax.process_count())
+    self.batch_sharding = NamedSharding(mesh, P('data'))
     self.steps_per_epoch = tf_pipeline.steps_per_epoch(
       len(split.train), config.batch_size
     )
@@ -324,24 +307,20 @@ class HostInput:
       'test': source.labels(spec.test_split),
       'dev': source.labels(split.dev_from)[split.dev],
     }
-    groups = data_lib.shot_groups(self.class_counts)
-    self.summary = (
-      f'{config.dataset}: {len(split.train)} training images in '
-      f'{self.num_classes} classes (max {self.class_counts.max()}, min '
-      f'{self.class_counts.min()}), {len(split.dev)} dev from '
-      f'{split.dev_from}, {len(self._eval_labels["test"])} test; '
-      f'many/medium/few-shot classes {len(groups["many"])}/'
-      f'{len(groups["medium"])}/{len(groups["few"])}'
+    self.digest, self.summary = describe_split(
+      config.dataset,
+      split.train,
+      split.dev,
+      self.class_counts,
+      len(split.dev),
+      len(self._eval_labels['test']),
+      dev_from=split.dev_from,
     )
 
   def _global(self, local):
-    import jax
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    sharding = NamedSharding(self._mesh, P('data'))
     return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, x), local
+      lambda x: jax.make_array_from_process_local_data(self.batch_sharding, x),
+      local,
     )
 
   def _batches(self, data, batch_size, seed, start_step):
@@ -358,78 +337,55 @@ class HostInput:
       image_size=self._config.image_size,
     )
 
-  def make_train_step(
-    self, update, k_train, k_dev, start_step, meta_start, num_seeds=1
-  ):
-    """``step(state) -> (state, metrics)`` over host batches.
+  def train_feeds(self, k_train, k_dev, start_step, meta_start):
+    """Sharded ``(batch, dev_batch)`` per step from ``start_step`` on.
 
-    Every stage's step draws from the same two iterators, so batch ``s`` is
-    the same whichever stage function consumes it. Dev batches are read only
-    by meta steps, which run from ``meta_start`` (None: never) to the end.
+    Dev batches are read only from ``meta_start`` (None: never), the first
+    step of the meta stage, so the dev stream resumes at ``step -
+    meta_start``.
     """
-    import jax
-
-    assert num_seeds == 1, 'checked by train.check_config'
     config = self._config
-    if self._iters is None:
-      seed = int(jax.random.randint(k_train, (), 0, 2**31 - 1))
-      train = self._batches(self._train, config.batch_size, seed, start_step)
-      dev = None
-      if meta_start is not None:
-        dev_seed = int(jax.random.randint(k_dev, (), 0, 2**31 - 1))
-        dev_start = max(0, start_step - meta_start)
-        dev = self._batches(
-          self._dev_train, config.dev_batch_size, dev_seed, dev_start
-        )
-      self._iters = (train, dev)
-    train, dev = self._iters
-    jitted = jax.jit(
-      update, donate_argnums=0, compiler_options=xla_cpu_compiler_options()
-    )
+    seed = int(jax.random.randint(k_train, (), 0, 2**31 - 1))
+    train = self._batches(self._train, config.batch_size, seed, start_step)
+    dev = None
+    if meta_start is not None:
+      dev_seed = int(jax.random.randint(k_dev, (), 0, 2**31 - 1))
+      dev_start = max(0, start_step - meta_start)
+      dev = self._batches(
+        self._dev_train, config.dev_batch_size, dev_seed, dev_start
+      )
+    for step in itertools.count(start_step):
+      uses_dev = meta_start is not None and step >= meta_start
+      yield (
+        self._global(next(train)),
+        self._global(next(dev)) if uses_dev else None,
+      )
 
-    def step(state, uses_dev):
-      batch = self._global(next(train))
-      dev_batch = self._global(next(dev)) if uses_dev else None
-      return jitted(state, batch, dev_batch)
+  @staticmethod
+  def batch(feed, step):
+    del step
+    return feed
 
-    return step
-
-  def make_predict(self, apply_fn, num_seeds=1):
-    """``predict(state, split) -> (logits [n, C], labels [n])`` on host."""
-    assert num_seeds == 1, 'checked by train.check_config'
-    import jax
-    from jax.experimental import multihost_utils
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    # Logits replicated to every process, in the global batch order: the
-    # rows of process 0, then of process 1, ... as labels and masks gather.
-    jitted = jax.jit(apply_fn, out_shardings=NamedSharding(self._mesh, P()))
+  def eval_batches(self, split):
+    """Sharded images with labels and masks gathered from every process, in
+    the global batch order (the rows of process 0, then of process 1...)."""
     index, count = self._process
+    for batch in self._tfp.eval_batches(
+      self._eval[split],
+      batch_size=self._config.eval_batch_size // count,
+      num_examples=len(self._eval_labels[split]),
+      process_index=index,
+      process_count=count,
+      image_size=self._config.image_size,
+    ):
+      local = (batch['label'], batch['mask'])
+      if count > 1:
+        local = multihost_utils.process_allgather(local, tiled=True)
+      yield self._global(batch['image']), local[0], local[1]
 
-    def predict(state, split):
-      logits, labels, mask = [], [], []
-      for batch in self._tfp.eval_batches(
-        self._eval[split],
-        batch_size=self._config.eval_batch_size // count,
-        num_examples=len(self._eval_labels[split]),
-        process_index=index,
-        process_count=count,
-        image_size=self._config.image_size,
-      ):
-        images = self._global(batch['image'])
-        logits.append(
-          np.asarray(jitted(state.params, state.batch_stats, images))
-        )
-        local = (batch['label'], batch['mask'])
-        if count > 1:
-          local = multihost_utils.process_allgather(local, tiled=True)
-        labels.append(local[0])
-        mask.append(local[1])
-      mask = np.concatenate(mask)
-      return np.concatenate(logits)[mask], np.concatenate(labels)[mask]
-
-    return predict
+  @staticmethod
+  def prepare_eval(x):
+    return x
 
 
 def build_input(config, mesh):

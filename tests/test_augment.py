@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ltjax.data import augment, pipeline
+from ltjax.data import augment
+from ltjax.data import device_pipeline as pipeline
 from ltjax.data.arrays import ArrayData
 
 

@@ -15,14 +15,13 @@ import sys
 
 import pytest
 
-from benchmarks import epoch, meta_step, precision, train_run
+from benchmarks import epoch, meta_step, train_run
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = REPO / 'benchmarks' / 'gpu_checks.sh'
 PARSERS = {
   'benchmarks.meta_step': meta_step.parse_args,
   'benchmarks.train_run': train_run.parse_args,
-  'benchmarks.precision': precision.parse_args,
   'benchmarks.epoch': epoch.parse_args,
 }
 
@@ -53,7 +52,7 @@ def test_every_command_parses(tmp_path, scale):
   assert modules == [
     'benchmarks.meta_step',
     'benchmarks.train_run',
-    'benchmarks.precision',
+    'benchmarks.train_run',  # precision: float32 and bfloat16
     'benchmarks.train_run',
     'benchmarks.epoch',
   ]
@@ -61,6 +60,7 @@ def test_every_command_parses(tmp_path, scale):
     if c[0] == '-m':
       PARSERS[c[1]](c[2:])  # SystemExit on a flag the benchmark lacks
   assert '--data_dir=DATA' in commands[3]  # [0] is the machine line
+  assert '--dtypes=float32,bfloat16' in commands[3]
   for name in ('meta_step', 'seeds', 'precision', 'whole_run', 'epoch'):
     assert f'== {name}: rc=0' in proc.stdout
 
@@ -76,7 +76,10 @@ def test_steps_selects_and_no_data_skips_precision(tmp_path):
   modules = [
     c.split()[1] for c in log.read_text().splitlines() if c[:2] == '-m'
   ]
-  assert modules == ['benchmarks.train_run']  # no DATA_DIR: no precision
+  # No DATA_DIR: no precision, only the whole run.
+  assert (
+    modules == ['benchmarks.train_run'] and '--dtypes' not in log.read_text()
+  )
 
 
 def test_runs_without_tensorflow(tmp_path):

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import ltjax
-from ltjax import reweighting
+from ltjax import meta_baselines
 
 
 def loss_fn(params, state, batch):
@@ -59,7 +59,7 @@ def test_l2rw_matches_direct_definition(eps_grad):
     assert int((w > 0).sum()) not in (0, 12)  # some clipped, some kept
     grads = jax.grad(lambda p: jnp.sum(w * loss_fn(p, None, batch)[0]))(params)
 
-    out = reweighting.l2rw_step(
+    out = meta_baselines.l2rw_step(
       loss_fn, params, None, batch, dev, inner_lr=lr, eps_grad=eps_grad
     )
     np.testing.assert_allclose(out.weights / 12, w, rtol=1e-10, atol=1e-14)
@@ -77,10 +77,10 @@ def test_mwn_matches_direct_definition(eps_grad):
   with jax.enable_x64(True):
     params, batch, dev = problem(1)
     lr = 0.5
-    vnet = reweighting.MetaWeightNet(hidden=8)
+    vnet = meta_baselines.MetaWeightNet(hidden=8)
     phi = vnet.init(jax.random.key(5), jnp.ones(12))['params']
     phi = jax.tree.map(lambda x: x.astype(jnp.float64), phi)
-    opt = reweighting.mwn_optimizer(learning_rate=0.1)
+    opt = meta_baselines.mwn_optimizer(learning_rate=0.1)
     opt_state = opt.init(phi)
 
     def V(phi, losses):  # noqa: N802 (the paper's name)
@@ -102,7 +102,7 @@ def test_mwn_matches_direct_definition(eps_grad):
       params
     )
 
-    out, phi_out, _ = reweighting.mwn_step(
+    out, phi_out, _ = meta_baselines.mwn_step(
       loss_fn, params, None, batch, dev, vnet, phi, opt_state, opt,
       inner_lr=lr, eps_grad=eps_grad,
     )  # fmt: skip

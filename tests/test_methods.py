@@ -1,5 +1,7 @@
 """The update steps of each stage against direct computations."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -7,15 +9,23 @@ import optax
 import pytest
 
 import ltjax
-from ltjax import config_lib, methods, models
+from ltjax import config_lib, methods, models, train_step
 
 COUNTS = np.array([50, 20, 8, 3])
 
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def cifar10_config(arg):
+  return config_lib.from_file(REPO / 'configs' / 'cifar10_lt.py', arg)
+
 
 def setup(method='ours_ce'):
-  config = config_lib.base_config('cifar10', method)
+  config = cifar10_config(f'method={method}')
   model = models.TinyResNet(num_classes=4, cosine_head=method.endswith('ldam'))
-  state = methods.init_state(model, config, 4, (8, 8, 3), 10, jax.random.key(0))
+  state = train_step.init_state(
+    model, config, 4, (8, 8, 3), 10, jax.random.key(0)
+  )
   k1, k2 = jax.random.split(jax.random.key(1))
   batch = {
     'image': jax.random.normal(k1, (8, 8, 8, 3)),
@@ -43,7 +53,7 @@ def assert_trees_close(a, b, **kw):
 def test_plain_and_class_balanced_stages(stage):
   config, model, state, batch, dev = setup('cb_ce')
   method = methods.get_method('cb_ce')
-  update = methods.make_update_fn(stage, model, method, config, COUNTS, 10)
+  update = train_step.make_update_fn(stage, model, method, config, COUNTS, 10)
   new, metrics = jax.jit(update)(state, batch, dev)
   w = ltjax.class_balanced_weights(COUNTS) if stage == 'cb' else np.ones(4)
   loss_fn = ltjax.models.make_loss_fn(model, ltjax.softmax_cross_entropy)
@@ -62,7 +72,7 @@ def test_plain_and_class_balanced_stages(stage):
 
 def test_ours_stage_applies_the_meta_step():
   config, model, state, batch, dev = setup('ours_ce')
-  update = methods.make_update_fn(
+  update = train_step.make_update_fn(
     'ours', model, methods.get_method('ours_ce'), config, COUNTS, 10
   )
   new, _ = jax.jit(update)(state, batch, dev)
@@ -115,7 +125,7 @@ def test_pairs_cover_every_method():
 def test_every_stage_of_every_method_runs(name, stage):
   config, model, state, batch, dev = setup(name)
   method = methods.get_method(name)
-  update = methods.make_update_fn(stage, model, method, config, COUNTS, 10)
+  update = train_step.make_update_fn(stage, model, method, config, COUNTS, 10)
   new, metrics = jax.jit(update)(state, batch, dev)
   assert np.isfinite(metrics['train/loss'])
 
@@ -130,14 +140,14 @@ def test_every_stage_of_every_method_runs(name, stage):
 
 
 def test_learning_rate_schedule_and_warmup():
-  config = config_lib.base_config('cifar10', 'ce')
-  lr = jax.jit(methods.learning_rate_fn(config, 10))
+  config = cifar10_config('method=ce')
+  lr = jax.jit(train_step.learning_rate_fn(config, 10))
   # lr x 0.01 at epoch 160 and again at 180 (10 steps per epoch).
   assert float(lr(1599)) == pytest.approx(0.1)
   assert float(lr(1600)) == pytest.approx(1e-3)
   assert float(lr(1800)) == pytest.approx(1e-5)
-  config = config_lib.base_config('cifar10', 'ldam_drw')
-  lr = methods.learning_rate_fn(config, 10)
+  config = cifar10_config('method=ldam_drw')
+  lr = train_step.learning_rate_fn(config, 10)
   assert config.warmup_epochs == 5
   assert [float(lr(s)) for s in (0, 10, 40, 50)] == pytest.approx(
     [0.02, 0.04, 0.1, 0.1]
@@ -147,7 +157,7 @@ def test_learning_rate_schedule_and_warmup():
 def test_non_finite_loss_is_recorded_with_its_step():
   config, model, state, batch, dev = setup('ce')
   update = jax.jit(
-    methods.make_update_fn(
+    train_step.make_update_fn(
       'plain', model, methods.get_method('ce'), config, COUNTS, 10
     )
   )

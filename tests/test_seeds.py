@@ -1,10 +1,18 @@
 """Vectorized seeds equal separate runs; bfloat16 compute stays close."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltjax import config_lib, input_pipeline, methods, models, train
+from ltjax import config_lib, inputs, methods, models, train, train_step
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def cifar10_config(arg):
+  return config_lib.from_file(REPO / 'configs' / 'cifar10_lt.py', arg)
 
 
 def tiny_setup(tmp_path, **overrides):
@@ -12,7 +20,7 @@ def tiny_setup(tmp_path, **overrides):
   labels = np.arange(300) % 6
   images = rng.integers(0, 256, (300, 8, 8, 3), np.uint8)
   np.savez(tmp_path / 'train.npz', image=images, label=labels)
-  config = config_lib.base_config('npz', 'ours_ce')
+  config = cifar10_config('method=ours_ce,source=npz')
   config.num_classes = 6
   config.model = 'tiny'
   config.data.dir = str(tmp_path)
@@ -24,7 +32,7 @@ def tiny_setup(tmp_path, **overrides):
   for k, v in overrides.items():
     config[k] = v
   mesh = train.make_mesh()
-  data = input_pipeline.DeviceInput(config, mesh)
+  data = inputs.DeviceInput(config, mesh)
   method = methods.get_method('ours_ce')
   model = train.create_model(config, 6, method)
   return config, mesh, data, method, model
@@ -33,25 +41,27 @@ def tiny_setup(tmp_path, **overrides):
 def test_vmapped_seeds_equal_separate_runs(tmp_path):
   config, _, data, method, model = tiny_setup(tmp_path)
   keys = [jax.random.split(jax.random.key(s), 3) for s in (11, 12)]
-  init = lambda k: methods.init_state(  # noqa: E731
+  init = lambda k: train_step.init_state(  # noqa: E731
     model, config, 6, data.image_shape, data.steps_per_epoch, k
   )
   for stage in ('plain', 'ours'):
-    update = methods.make_update_fn(
+    update = train_step.make_update_fn(
       stage, model, method, config, data.class_counts, data.steps_per_epoch
     )
     separate = []
     for k_init, k_train, k_dev in keys:
-      step = data.make_train_step(update, k_train, k_dev, 0, 0)
+      step = train_step.make_train_step(update, data)
+      feeds = data.train_feeds(k_train, k_dev, 0, 0)
       state = init(k_init)
       for _ in range(2):
-        state, _ = step(state, True)
+        state, _ = step(state, next(feeds))
       separate.append(state)
     stacked = [jnp.stack([k[i] for k in keys]) for i in range(3)]
-    step = data.make_train_step(update, stacked[1], stacked[2], 0, 0, 2)
+    step = train_step.make_train_step(update, data, 2)
+    feeds = data.train_feeds(stacked[1], stacked[2], 0, 0)
     state = jax.vmap(init)(stacked[0])
     for _ in range(2):
-      state, _ = step(state, True)
+      state, _ = step(state, next(feeds))
     for s in range(2):
       for a, b in zip(
         jax.tree.leaves(jax.tree.map(lambda x, s=s: x[s], state.params)),
@@ -83,15 +93,16 @@ def test_bfloat16_meta_step_losses_stay_float32(tmp_path):
   config, _, data, method, model = tiny_setup(
     tmp_path, compute_dtype='bfloat16'
   )
-  update = methods.make_update_fn(
+  update = train_step.make_update_fn(
     'ours', model, method, config, data.class_counts, data.steps_per_epoch
   )
   k = jax.random.split(jax.random.key(0), 3)
-  step = data.make_train_step(update, k[1], k[2], 0, 0)
-  state = methods.init_state(
+  step = train_step.make_train_step(update, data)
+  feeds = data.train_feeds(k[1], k[2], 0, 0)
+  state = train_step.init_state(
     model, config, 6, data.image_shape, data.steps_per_epoch, k[0]
   )
-  state, metrics = step(state, True)
+  state, metrics = step(state, next(feeds))
   assert metrics['train/loss'].dtype == jnp.float32
   assert np.isfinite(float(metrics['train/loss']))
   assert float(jnp.abs(state.weight_stats[:, 1]).sum()) > 0  # ε learned

@@ -19,8 +19,8 @@ import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 import ltjax  # noqa: E402
+from benchmarks import torch_reference  # noqa: E402
 from ltjax import models  # noqa: E402
-from tests import torch_reference  # noqa: E402
 
 NUM_CLASSES = 5
 CLASS_COUNTS = [80, 40, 16, 7, 3]

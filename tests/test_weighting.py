@@ -5,7 +5,8 @@ import pytest
 
 import ltjax
 
-# REFERENCE.md: CIFAR-10-LT, imbalance 10, n_max 5000, beta 0.9999.
+# The list of the paper's presentation: CIFAR-10-LT, imbalance 10, n_max 5000,
+# beta 0.9999.
 PAPER_EXAMPLE = [
   0.2923, 0.3583, 0.4441, 0.5551, 0.6995, 0.8860, 1.1265, 1.4328, 1.8409,
   2.3588,

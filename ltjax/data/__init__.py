@@ -6,7 +6,7 @@ works where TensorFlow is not installed.
 """
 
 from ltjax.data import augment as augment
-from ltjax.data import pipeline as pipeline
+from ltjax.data import device_pipeline as device_pipeline
 from ltjax.data.arrays import ArrayData as ArrayData
 from ltjax.data.arrays import balanced_holdout as balanced_holdout
 from ltjax.data.arrays import from_arrays as from_arrays

@@ -1,8 +1,8 @@
 """TensorFlow Datasets sources of the paper's benchmarks, strictly offline.
 
-:data:`SPECS` records, per benchmark, the tfds dataset, the number of
-classes, the train and test splits and how the balanced development set is
-made (Jamal et al., CVPR 2020, Sec. 5)::
+:data:`ltjax.data.specs.SPECS` records, per benchmark, the tfds dataset, the
+number of classes, the train and test splits and how the balanced development
+set is made (Jamal et al., CVPR 2020, Sec. 5)::
 
   name              tfds name         C     test split  dev set (per class)
   cifar10           cifar10           10    test        10, carved from train
@@ -39,38 +39,17 @@ import os
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core.utils import gcs_utils
 
 from ltjax.data.arrays import ArrayData, balanced_holdout, from_arrays
+from ltjax.data.specs import DEV_SOURCES as DEV_SOURCES
+from ltjax.data.specs import SPECS as SPECS
+from ltjax.data.specs import DatasetSpec as DatasetSpec
+from ltjax.data.specs import get_spec as get_spec
 from ltjax.data.tf_pipeline import hide_gpus_from_tf
 
 hide_gpus_from_tf()
 
-_TFDS_BUILD = (
-  'Prepare it on a machine with internet: `tfds build {tfds} '
-  '--data_dir=DIR` (or tfds.builder({tfds!r}, data_dir=DIR)'
-  '.download_and_prepare()), then copy DIR/{tfds} to {data_dir}/{tfds}.'
-)
-_PREPARE = {
-  'cifar': _TFDS_BUILD,
-  'inat': _TFDS_BUILD
-  + (
-    ' The builder downloads the iNaturalist archives itself (URLs in '
-    'tensorflow_datasets; hundreds of GB); it has no manual_dir step.'
-  ),
-  'imagenet_lt': _TFDS_BUILD
-  + (
-    ' It needs ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
-    'image-net.org, after registering) in the manual_dir, by default '
-    'DIR/downloads/manual (or `tfds build imagenet_lt --manual_dir=M`), and '
-    'internet for the two ImageNet-LT subset lists it fetches.'
-  ),
-  'places': _TFDS_BUILD
-  + (
-    ' It downloads the Places365-Standard 256x256 images (train_256_'
-    'places365standard.tar, val_256.tar, test_256.tar) from '
-    'data.csail.mit.edu.'
-  ),
-}
 PLACES_LT_LISTS = {
   'train': 'Places_LT_train.txt',
   'val': 'Places_LT_val.txt',
@@ -83,90 +62,6 @@ _PLACES_LT_HELP = (
   '(github.com/zhmiao/OpenLongTailRecognition-OLTR, folder Places_LT_v2 of '
   'its data download); pass the folder that holds them as places_lt_dir.'
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetSpec:
-  """How one benchmark is read and where its dev set comes from.
-
-  Attributes:
-    name: ltjax name.
-    tfds_name: tfds dataset backing it.
-    num_classes: number of classes ``C``.
-    train_split: split the training set (and a carved dev set) come from.
-    test_split: split reported as the test set.
-    dev_per_class: dev images per class.
-    dev_split: split that *is* the dev set, or None to carve it from
-      ``train_split``.
-    splits: splits the source serves.
-    prepare: how to prepare the tfds dataset (a format string).
-  """
-
-  name: str
-  tfds_name: str
-  num_classes: int
-  train_split: str
-  test_split: str
-  dev_per_class: int
-  dev_split: str | None
-  splits: tuple[str, ...]
-  prepare: str
-
-
-SPECS = {
-  s.name: s
-  for s in [
-    DatasetSpec(
-      'cifar10', 'cifar10', 10, 'train', 'test', 10, None,
-      ('train', 'test'), _PREPARE['cifar'],
-    ),
-    DatasetSpec(
-      'cifar100', 'cifar100', 100, 'train', 'test', 10, None,
-      ('train', 'test'), _PREPARE['cifar'],
-    ),
-    DatasetSpec(
-      'i_naturalist2017', 'i_naturalist2017', 5089, 'train', 'validation',
-      5, None, ('train', 'validation'), _PREPARE['inat'],
-    ),
-    DatasetSpec(
-      'i_naturalist2018', 'i_naturalist2018', 8142, 'train', 'validation',
-      2, None, ('train', 'validation'), _PREPARE['inat'],
-    ),
-    DatasetSpec(
-      'imagenet_lt', 'imagenet_lt', 1000, 'train', 'test', 20,
-      'validation', ('train', 'validation', 'test'), _PREPARE['imagenet_lt'],
-    ),
-    DatasetSpec(
-      'places_lt', 'places365_small', 365, 'train', 'test', 10, None,
-      ('train', 'val', 'test'), _PREPARE['places'],
-    ),
-  ]
-}  # fmt: skip
-DEV_SOURCES = ('validation', 'carve')
-
-
-def get_spec(name: str, dev_source: str = 'validation') -> DatasetSpec:
-  """The :class:`DatasetSpec` of ``name``.
-
-  Args:
-    name: one of :data:`SPECS`.
-    dev_source: ImageNet-LT only: ``'validation'`` takes its 20-per-class
-      validation split as the dev set, ``'carve'`` carves 20 per class from
-      train instead.
-
-  Raises:
-    ValueError: unknown name or dev_source.
-  """
-  if name not in SPECS:
-    raise ValueError(f'unknown dataset {name!r}; known: {sorted(SPECS)}.')
-  if dev_source not in DEV_SOURCES:
-    raise ValueError(
-      f'dev_source must be one of {DEV_SOURCES}, got {dev_source!r}.'
-    )
-  spec = SPECS[name]
-  if dev_source == 'carve' and spec.dev_split is not None:
-    spec = dataclasses.replace(spec, dev_split=None)
-  return spec
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,8 +118,6 @@ def disable_gcs() -> None:
   gated by ``gcs_utils._is_gcs_disabled`` (True by default in tfds 4.9.10,
   but other code, e.g. ``tfds.testing``, may flip it); this pins it.
   """
-  from tensorflow_datasets.core.utils import gcs_utils
-
   gcs_utils._is_gcs_disabled = True
 
 
@@ -250,6 +143,8 @@ class TfdsSource:
     download: download and prepare the dataset when it is not prepared (the
       only use of the network; off by default, and not possible for the
       datasets that need a manual download).
+    dev_per_class: dev images per class carved from train (default: the
+      spec's); ignored where a split is the dev set.
 
   Raises:
     ValueError: unknown name.
@@ -265,8 +160,11 @@ class TfdsSource:
     dev_source='validation',
     places_lt_dir=None,
     download=False,
+    dev_per_class=None,
   ):
     self.spec = get_spec(name, dev_source)
+    if dev_per_class and self.spec.dev_split is None:
+      self.spec = dataclasses.replace(self.spec, dev_per_class=dev_per_class)
     self._lists = None
     if self.spec.name == 'places_lt':
       self._lists = self._check_lists(places_lt_dir)

@@ -6,7 +6,7 @@ without ``--data``, random images. It carves a balanced dev set (``--dev``
 per class), subsamples the rest to the long-tailed profile
 ``n_i = int(n_max (1/IF)^(i/(C-1)))`` (``ltjax.data.long_tail_split``), keeps
 both on the device with the official augmentation
-(``ltjax.data.pipeline``), and runs ``--steps`` meta steps with
+(``ltjax.data.device_pipeline``), and runs ``--steps`` meta steps with
 class-balanced base weights and the official meta-stage optimizer (SGD,
 Nesterov momentum 0.9, weight decay 5e-4). It prints the losses, the learned
 ε per class and the step time. The full trainer (augmentation, schedules,
@@ -28,7 +28,7 @@ from absl import app, flags
 
 import ltjax
 from ltjax import data, models
-from ltjax.data import pipeline
+from ltjax.data import device_pipeline as pipeline
 
 flags.DEFINE_string('data', None, 'Path of an .npz with image and label.')
 flags.DEFINE_integer('steps', 20, 'Meta steps to run.')

@@ -11,6 +11,9 @@ from ltjax.models.conv import (
 from ltjax.models.functional import make_loss_fn as make_loss_fn
 from ltjax.models.layers import BatchNorm as BatchNorm
 from ltjax.models.layers import CosineHead as CosineHead
+from ltjax.models.registry import COMPUTE_DTYPES as COMPUTE_DTYPES
+from ltjax.models.registry import MODELS as MODELS
+from ltjax.models.registry import create_model as create_model
 from ltjax.models.resnet import ResNet as ResNet
 from ltjax.models.resnet import ResNet10 as ResNet10
 from ltjax.models.resnet import ResNet50 as ResNet50

@@ -9,8 +9,9 @@ the elementwise ops that produced its operand and, because they are cheap,
 ``relu(bn(conv(...)) + shortcut)``, whose shortcut is the previous block's
 output, and so on: the transpose fusion recomputes the BatchNorm, residual
 adds and ReLUs of up to five earlier blocks, reading some 30 arrays in the
-transposed (64 KiB-strided) order. On a 2-core CPU these fusions took about
-half of a ResNet-32 training step (0.8 s of 1.5 s at batch 100).
+transposed (64 KiB-strided) order: on a CPU, a large share of a ResNet-32
+training step (BENCHMARKS.md, "Training steps", times the step with and
+without the fix: ``python -m benchmarks.meta_step --conv_impl=auto,lax``).
 
 The fix (``impl='cpu'``): divide the input by a run-time one before the
 convolution. XLA classifies a floating-point division as expensive and never
@@ -30,8 +31,9 @@ would break the forward mode that :func:`ltjax.meta_step` uses.)
 A second, independent loss on CPU is in the kernels: XLA:CPU hands every
 convolution with more than 16 channels (and every filter gradient) to
 YNNPACK, which runs convolutions of ResNet sizes on one core, while XLA's
-Eigen convolutions use all of them (on 2 cores, a 100x16x16x32 3x3 forward
-convolution: 4.8 ms in YNNPACK, 2.6 ms in Eigen). That is a compiler option,
+Eigen convolutions use all of them (``python -m benchmarks.conv_layers``
+times every ResNet-32 convolution with and without these options). That is
+a compiler option,
 not something a model can express: compile the training step with
 ``jax.jit(..., compiler_options=xla_cpu_compiler_options())``.
 """

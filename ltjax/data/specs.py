@@ -1,0 +1,125 @@
+"""What each benchmark dataset is: classes, splits, dev rule (no TensorFlow).
+
+:data:`SPECS` is the one record of the datasets ltjax knows; the trainer's
+inputs (:mod:`ltjax.inputs`) and the tfds sources
+(:mod:`ltjax.data.tfds_sources`) both read it. The dev sizes are the paper's
+(Jamal et al., CVPR 2020, Sec. 5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+_TFDS_BUILD = (
+  'Prepare it on a machine with internet: `tfds build {tfds} '
+  '--data_dir=DIR` (or tfds.builder({tfds!r}, data_dir=DIR)'
+  '.download_and_prepare()), then copy DIR/{tfds} to {data_dir}/{tfds}.'
+)
+_PREPARE = {
+  'cifar': _TFDS_BUILD,
+  'inat': _TFDS_BUILD
+  + (
+    ' The builder downloads the iNaturalist archives itself (URLs in '
+    'tensorflow_datasets; hundreds of GB); it has no manual_dir step.'
+  ),
+  'imagenet_lt': _TFDS_BUILD
+  + (
+    ' It needs ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar (from '
+    'image-net.org, after registering) in the manual_dir, by default '
+    'DIR/downloads/manual (or `tfds build imagenet_lt --manual_dir=M`), and '
+    'internet for the two ImageNet-LT subset lists it fetches.'
+  ),
+  'places': _TFDS_BUILD
+  + (
+    ' It downloads the Places365-Standard 256x256 images (train_256_'
+    'places365standard.tar, val_256.tar, test_256.tar) from '
+    'data.csail.mit.edu.'
+  ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """How one benchmark is read and where its dev set comes from.
+
+  Attributes:
+    name: ltjax name.
+    tfds_name: tfds dataset backing it.
+    num_classes: number of classes ``C``.
+    train_split: split the training set (and a carved dev set) come from.
+    test_split: split reported as the test set.
+    dev_per_class: dev images per class.
+    dev_split: split that *is* the dev set, or None to carve it from
+      ``train_split``.
+    splits: splits the source serves.
+    prepare: how to prepare the tfds dataset (a format string).
+    on_device: small enough (CIFAR) to be loaded as arrays and kept on the
+      device; the others stream through the tf.data host pipeline.
+  """
+
+  name: str
+  tfds_name: str
+  num_classes: int
+  train_split: str
+  test_split: str
+  dev_per_class: int
+  dev_split: str | None
+  splits: tuple[str, ...]
+  prepare: str
+  on_device: bool = False
+
+
+SPECS = {
+  s.name: s
+  for s in [
+    DatasetSpec(
+      'cifar10', 'cifar10', 10, 'train', 'test', 10, None,
+      ('train', 'test'), _PREPARE['cifar'], on_device=True,
+    ),
+    DatasetSpec(
+      'cifar100', 'cifar100', 100, 'train', 'test', 10, None,
+      ('train', 'test'), _PREPARE['cifar'], on_device=True,
+    ),
+    DatasetSpec(
+      'i_naturalist2017', 'i_naturalist2017', 5089, 'train', 'validation',
+      5, None, ('train', 'validation'), _PREPARE['inat'],
+    ),
+    DatasetSpec(
+      'i_naturalist2018', 'i_naturalist2018', 8142, 'train', 'validation',
+      2, None, ('train', 'validation'), _PREPARE['inat'],
+    ),
+    DatasetSpec(
+      'imagenet_lt', 'imagenet_lt', 1000, 'train', 'test', 20,
+      'validation', ('train', 'validation', 'test'), _PREPARE['imagenet_lt'],
+    ),
+    DatasetSpec(
+      'places_lt', 'places365_small', 365, 'train', 'test', 10, None,
+      ('train', 'val', 'test'), _PREPARE['places'],
+    ),
+  ]
+}  # fmt: skip
+DEV_SOURCES = ('validation', 'carve')
+
+
+def get_spec(name: str, dev_source: str = 'validation') -> DatasetSpec:
+  """The :class:`DatasetSpec` of ``name``.
+
+  Args:
+    name: one of :data:`SPECS`.
+    dev_source: ImageNet-LT only: ``'validation'`` takes its 20-per-class
+      validation split as the dev set, ``'carve'`` carves 20 per class from
+      train instead.
+
+  Raises:
+    ValueError: unknown name or dev_source.
+  """
+  if name not in SPECS:
+    raise ValueError(f'unknown dataset {name!r}; known: {sorted(SPECS)}.')
+  if dev_source not in DEV_SOURCES:
+    raise ValueError(
+      f'dev_source must be one of {DEV_SOURCES}, got {dev_source!r}.'
+    )
+  spec = SPECS[name]
+  if dev_source == 'carve' and spec.dev_split is not None:
+    spec = dataclasses.replace(spec, dev_split=None)
+  return spec

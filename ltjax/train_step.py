@@ -1,0 +1,352 @@
+"""The training state, its update per stage, and the one jitted step.
+
+An update is a stage's gradient function followed by one shared
+:func:`apply_gradients` (optax ``chain`` style): each stage of
+:data:`ltjax.methods.STAGES` only says how it gets ``(grads, batch_stats,
+loss)`` and which extra state it carries. :func:`make_train_step` wraps an
+update and an input's ``batch(feed, step)`` into the single jitted,
+state-donating step of the trainer; :func:`make_predict` is the jitted
+evaluation pass.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ltjax import meta, meta_baselines, methods, weighting
+from ltjax.models import make_loss_fn
+from ltjax.models.conv import xla_cpu_compiler_options
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a run carries from step to step (and checkpoints).
+
+  Attributes:
+    step: number of updates done.
+    params, batch_stats, opt_state: the model and its optimizer.
+    vnet_params, vnet_opt_state: Meta-Weight-Net's ``φ`` and its optimizer
+      (empty dicts for other methods).
+    weight_stats: ``[C, 5]`` per-class sums over the meta stage: count,
+      ``Σε``, ``Σε²``, ``Σ(w+ε)``, ``Σ(w+ε)²``.
+    first_bad_step: the first step whose loss or updated parameters were
+      not finite, or -1.
+  """
+
+  step: jax.Array
+  params: dict
+  batch_stats: dict
+  opt_state: optax.OptState
+  vnet_params: dict
+  vnet_opt_state: optax.OptState
+  weight_stats: jax.Array
+  first_bad_step: jax.Array
+
+
+def learning_rate_fn(config, steps_per_epoch: int):
+  """``lr(step)``: step decays at ``config.lr_boundaries`` (epochs), with an
+  optional linear warm-up over ``config.warmup_epochs`` (LDAM-DRW uses 5)."""
+  boundaries = jnp.asarray(list(config.lr_boundaries), jnp.float32)
+
+  def lr(step):
+    epoch = step // steps_per_epoch
+    passed = jnp.sum(epoch >= boundaries)
+    value = config.learning_rate * config.lr_decay**passed
+    if config.warmup_epochs:
+      warm = (epoch + 1) / config.warmup_epochs
+      value = value * jnp.minimum(warm, 1.0)
+    return value
+
+  return lr
+
+
+def make_optimizer(config, lr_fn) -> optax.GradientTransformation:
+  """SGD with (Nesterov) momentum and PyTorch-style coupled weight decay."""
+  return optax.chain(
+    optax.add_decayed_weights(config.weight_decay),
+    optax.sgd(lr_fn, momentum=config.momentum, nesterov=config.nesterov),
+  )
+
+
+def init_state(
+  model, config, num_classes, image_shape, steps_per_epoch, key
+) -> TrainState:
+  """Fresh parameters, optimizer states and statistics."""
+  k_model, k_vnet = jax.random.split(key)
+  variables = model.init(k_model, jnp.zeros((1, *image_shape)), train=False)
+  lr_fn = learning_rate_fn(config, steps_per_epoch)
+  opt_state = make_optimizer(config, lr_fn).init(variables['params'])
+  vnet_params, vnet_opt_state = {}, {}
+  method = methods.get_method(config.method)
+  if 'mwn' in (method.stage1, method.stage2):
+    vnet = meta_baselines.MetaWeightNet(config.mwn_hidden)
+    vnet_params = vnet.init(k_vnet, jnp.zeros((1,)))['params']
+    vnet_opt_state = meta_baselines.mwn_optimizer(
+      config.mwn_lr, config.mwn_wd
+    ).init(vnet_params)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=variables['params'],
+    batch_stats=variables.get('batch_stats', {}),
+    opt_state=opt_state,
+    vnet_params=vnet_params,
+    vnet_opt_state=vnet_opt_state,
+    weight_stats=jnp.zeros((num_classes, 5), jnp.float32),
+    first_bad_step=jnp.full((), -1, jnp.int32),
+  )
+
+
+# --- One gradient function per stage ------------------------------------------
+
+
+class StageOutput(NamedTuple):
+  """What a stage's gradient function gives :func:`apply_gradients`.
+
+  ``extra``: the other :class:`TrainState` fields the stage updates.
+  """
+
+  grads: dict
+  batch_stats: dict
+  train_loss: jax.Array
+  extra: dict
+
+
+def _accumulate(stats, labels, eps, weights):
+  rows = jnp.stack(
+    [jnp.ones_like(eps), eps, eps**2, weights, weights**2], axis=1
+  ).astype(stats.dtype)
+  return stats.at[labels].add(rows)
+
+
+def _meta_output(state, labels, out: meta.MetaStepOutput, **extra):
+  stats = _accumulate(state.weight_stats, labels, out.eps, out.weights)
+  return StageOutput(
+    out.grads, out.model_state, out.train_loss, dict(extra, weight_stats=stats)
+  )
+
+
+def weighted_grads(loss_fn, class_w):
+  """Stages ``plain`` (``class_w`` ones) and ``cb``: the weighted mean loss."""
+
+  def grad_fn(state, batch, dev_batch, lr):
+    del dev_batch, lr
+
+    def loss(params):
+      per_ex, new_stats = loss_fn(params, state.batch_stats, batch)
+      return jnp.mean(class_w[batch['label']] * per_ex), new_stats
+
+    (train_loss, new_stats), grads = jax.value_and_grad(loss, has_aux=True)(
+      state.params
+    )
+    return StageOutput(grads, new_stats, train_loss, {})
+
+  return grad_fn
+
+
+def ours_grads(loss_fn, class_w, config):
+  """Stage ``ours``: :func:`ltjax.meta_step`, ε meta-learned on the dev batch."""
+
+  def grad_fn(state, batch, dev_batch, lr):
+    labels = batch['label']
+    out = meta.meta_step(
+      loss_fn,
+      state.params,
+      state.batch_stats,
+      batch,
+      dev_batch,
+      class_w[labels],
+      inner_lr=lr,
+      eps_grad=config.eps_grad,
+      eps_lr=config.eps_lr,
+      reduction=config.inner_reduction,
+    )
+    return _meta_output(state, labels, out)
+
+  return grad_fn
+
+
+def l2rw_grads(loss_fn, config):
+  """Stage ``l2rw``: Learning to Reweight."""
+
+  def grad_fn(state, batch, dev_batch, lr):
+    out = meta_baselines.l2rw_step(
+      loss_fn,
+      state.params,
+      state.batch_stats,
+      batch,
+      dev_batch,
+      inner_lr=lr,
+      eps_grad=config.eps_grad,
+    )
+    return _meta_output(state, batch['label'], out)
+
+  return grad_fn
+
+
+def mwn_grads(loss_fn, config):
+  """Stage ``mwn``: Meta-Weight-Net, which also steps its own ``φ``."""
+  vnet = meta_baselines.MetaWeightNet(config.mwn_hidden)
+  vnet_optimizer = meta_baselines.mwn_optimizer(config.mwn_lr, config.mwn_wd)
+
+  def grad_fn(state, batch, dev_batch, lr):
+    out, vnet_params, vnet_opt_state = meta_baselines.mwn_step(
+      loss_fn,
+      state.params,
+      state.batch_stats,
+      batch,
+      dev_batch,
+      vnet,
+      state.vnet_params,
+      state.vnet_opt_state,
+      vnet_optimizer,
+      inner_lr=lr,
+      eps_grad=config.eps_grad,
+    )
+    return _meta_output(
+      state,
+      batch['label'],
+      out,
+      vnet_params=vnet_params,
+      vnet_opt_state=vnet_opt_state,
+    )
+
+  return grad_fn
+
+
+def make_grad_fn(stage: str, loss_fn, config, class_counts):
+  """``grad_fn(state, batch, dev_batch, lr) -> StageOutput`` of ``stage``."""
+  if stage not in methods.STAGES:
+    raise ValueError(
+      f'unknown stage {stage!r}; choose one of {methods.STAGES}.'
+    )
+  class_w = jnp.asarray(
+    weighting.class_balanced_weights(class_counts, config.cb_beta)
+    if stage in ('cb', 'ours')
+    else np.ones(len(class_counts)),
+    jnp.float32,
+  )
+  if stage in ('plain', 'cb'):
+    return weighted_grads(loss_fn, class_w)
+  if stage == 'ours':
+    return ours_grads(loss_fn, class_w, config)
+  if stage == 'l2rw':
+    return l2rw_grads(loss_fn, config)
+  return mwn_grads(loss_fn, config)
+
+
+def apply_gradients(state: TrainState, out: StageOutput, optimizer):
+  """One optimizer step; records the first non-finite loss or parameters."""
+  updates, opt_state = optimizer.update(
+    out.grads, state.opt_state, state.params
+  )
+  params = optax.apply_updates(state.params, updates)
+  # A finite loss can still overflow the parameters (and NaN the next loss).
+  finite = jnp.isfinite(out.train_loss)
+  for leaf in jax.tree.leaves(params):
+    finite &= jnp.all(jnp.isfinite(leaf))
+  bad = ~finite
+  return state.replace(
+    step=state.step + 1,
+    params=params,
+    batch_stats=out.batch_stats,
+    opt_state=opt_state,
+    first_bad_step=jnp.where(
+      bad & (state.first_bad_step < 0), state.step, state.first_bad_step
+    ),
+    **out.extra,
+  )
+
+
+def make_update_fn(
+  stage: str, model, method, config, class_counts, steps_per_epoch
+):
+  """``update(state, batch, dev_batch) -> (state, metrics)`` for one stage.
+
+  Pure and jittable; ``dev_batch`` is ignored by the non-meta stages.
+  """
+  loss_fn = make_loss_fn(
+    model, methods.per_example_loss(method, config, class_counts)
+  )
+  grad_fn = make_grad_fn(stage, loss_fn, config, class_counts)
+  lr_fn = learning_rate_fn(config, steps_per_epoch)
+  optimizer = make_optimizer(config, lr_fn)
+
+  def update(state: TrainState, batch, dev_batch):
+    lr = lr_fn(state.step)
+    out = grad_fn(state, batch, dev_batch, lr)
+    new_state = apply_gradients(state, out, optimizer)
+    return new_state, {'train/loss': out.train_loss, 'learning_rate': lr}
+
+  return update
+
+
+# --- The jitted step and evaluation pass ----------------------------------------
+
+
+def make_train_step(update, inputs, num_seeds: int = 1):
+  """``step(state, feed) -> (state, metrics)``: batch, update; jitted once.
+
+  ``inputs.batch(feed, step)`` makes the batches inside the jit (the device
+  input gathers and augments there; the host input passes its sharded
+  batches through), so one compiled program runs every step of a stage.
+  The state is donated. With ``num_seeds > 1`` the state carries a leading
+  seed axis and the step is vmapped over it (``inputs.feed_axes`` says which
+  parts of the feed have one too).
+  """
+
+  def step_fn(state, feed):
+    batch, dev_batch = inputs.batch(feed, state.step)
+    if num_seeds == 1:
+      batch, dev_batch = jax.lax.with_sharding_constraint(
+        (batch, dev_batch), inputs.batch_sharding
+      )
+    return update(state, batch, dev_batch)
+
+  if num_seeds > 1:
+    step_fn = jax.vmap(step_fn, in_axes=(0, inputs.feed_axes))
+  return jax.jit(
+    step_fn, donate_argnums=0, compiler_options=xla_cpu_compiler_options()
+  )
+
+
+def make_predict(model, inputs, mesh, num_seeds: int = 1):
+  """``predict(state, split) -> (logits, labels [n])`` on host.
+
+  Logits are ``[n, C]``, or ``[num_seeds, n, C]`` for a vmapped state; the
+  model runs in eval mode on ``inputs.eval_batches(split)``, each prepared
+  inside the jit by ``inputs.prepare_eval`` and replicated to every process.
+  """
+
+  def apply_fn(params, batch_stats, images):
+    variables = {'params': params, 'batch_stats': batch_stats}
+    return model.apply(variables, images, train=False)
+
+  if num_seeds > 1:
+    apply_fn = jax.vmap(apply_fn, in_axes=(0, 0, None))
+
+  def logits_fn(params, batch_stats, x):
+    images = inputs.prepare_eval(x)
+    if num_seeds == 1:
+      images = jax.lax.with_sharding_constraint(images, inputs.batch_sharding)
+    return apply_fn(params, batch_stats, images)
+
+  jitted = jax.jit(logits_fn, out_shardings=NamedSharding(mesh, P()))
+
+  def predict(state, split):
+    logits, labels, mask = [], [], []
+    for x, y, m in inputs.eval_batches(split):
+      logits.append(jitted(state.params, state.batch_stats, x))
+      labels.append(y)
+      mask.append(m)
+    mask = np.concatenate(mask)
+    logits = np.concatenate(jax.device_get(logits), axis=-2)
+    return logits[..., mask, :], np.concatenate(labels)[mask]
+
+  return predict
