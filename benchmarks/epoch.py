@@ -71,22 +71,15 @@ import warnings
 
 import numpy as np
 import PIL
-from PIL import Image
 
 from benchmarks import cli, machine
 from benchmarks.meta_step import MODELS
-from ltjax.data.augment import CIFAR_MEAN, CIFAR_STD
-
-try:
-  from torch.utils.data import Dataset as _TorchDataset
-except ImportError:  # ltjax-only runs need no PyTorch
-  _TorchDataset = object
+from benchmarks.torch_data import ArrayDataset
 
 STAGES = ('ce', 'meta')
 IMPLS = ('ltjax', 'torch')
 METHOD = {'ce': 'ce', 'meta': 'ours_ce'}  # ltjax method of each stage
 NUM_CLASSES = 10
-PAD = 4
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, 'configs', 'cifar10_lt.py')
 COMPILE_EVENTS = (
@@ -289,60 +282,34 @@ def ltjax_epochs(args, config, data) -> dict:
   return out
 
 
-# --- PyTorch: the official data loaders and steps ------------------------------
+# --- PyTorch: the official loop -------------------------------------------------
 
 
-def to_tensor(pic):
-  """torchvision ``ToTensor`` of an RGB PIL image: float CHW in [0, 1]."""
-  import torch
-
-  x = torch.from_numpy(np.array(pic, np.uint8, copy=True))
-  x = x.view(pic.size[1], pic.size[0], 3).permute(2, 0, 1).contiguous()
-  return x.to(torch.get_default_dtype()).div(255)
-
-
-def to_pil_image(x):
-  """torchvision ``ToPILImage`` of a float CHW tensor (``mul(255).byte()``)."""
-  return Image.fromarray(np.transpose(x.mul(255).byte().numpy(), (1, 2, 0)))
-
-
-def official_transform(img, size):
-  """The official training transform of one PIL image (``data_utils.py``)."""
-  import torch
+def torch_step(stage, net, opt, x, y, dev_loader, w, lr, device) -> float:
+  """One official step: CE, or ``train_meta`` with a fresh dev iterator."""
   import torch.nn.functional as F
 
-  x = to_tensor(img)
-  x = F.pad(x.unsqueeze(0), (PAD,) * 4, mode='reflect').squeeze()
-  img = to_pil_image(x)
-  h, w = img.size[1], img.size[0]  # RandomCrop(size), torchvision's draws
-  i = torch.randint(0, h - size + 1, size=(1,)).item()
-  j = torch.randint(0, w - size + 1, size=(1,)).item()
-  img = img.crop((j, i, j + size, i + size))
-  if torch.rand(1) < 0.5:  # RandomHorizontalFlip
-    img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-  mean = torch.as_tensor(CIFAR_MEAN)[:, None, None]
-  std = torch.as_tensor(CIFAR_STD)[:, None, None]
-  return to_tensor(img).sub_(mean).div_(std)
+  from benchmarks import torch_reference
 
-
-class ArrayDataset(_TorchDataset):
-  """uint8 ``[N, H, W, 3]`` images and labels, as torchvision's CIFAR10."""
-
-  def __init__(self, image, label):
-    self.image, self.label = image, label
-
-  def __len__(self):
-    return len(self.label)
-
-  def __getitem__(self, index):
-    img = Image.fromarray(self.image[index])
-    return official_transform(img, self.image.shape[1]), int(self.label[index])
+  x, y = x.to(device), y.to(device)
+  if stage == 'ce':
+    net.train()
+    loss = F.cross_entropy(net(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+  else:
+    xd, yd = next(iter(dev_loader))  # as the official train_meta
+    xd, yd = xd.to(device), yd.to(device)
+    loss = torch_reference.official_meta_step(
+      net, opt, x, y, xd, yd, w, inner_lr=lr
+    )['train_loss']
+  return loss.item()
 
 
 def torch_epochs(args, config, arrays) -> dict:
   """{stage: result} on ``arrays``, the host split of ``config``."""
   import torch
-  import torch.nn.functional as F
   from torch.utils.data import DataLoader
 
   from benchmarks import torch_reference
@@ -384,20 +351,7 @@ def torch_epochs(args, config, arrays) -> dict:
       return net, torch_reference.make_sgd(net, lr)
 
     def step(net, opt, x, y, stage=stage, lr=lr):
-      x, y = x.to(device), y.to(device)
-      if stage == 'ce':
-        net.train()
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-      else:
-        xd, yd = next(iter(dev_loader))  # as the official train_meta
-        xd, yd = xd.to(device), yd.to(device)
-        loss = torch_reference.official_meta_step(
-          net, opt, x, y, xd, yd, w, inner_lr=lr
-        )['train_loss']
-      return loss.item()
+      return torch_step(stage, net, opt, x, y, dev_loader, w, lr, device)
 
     n = min(args.steps, len(train_loader)) if args.steps else len(train_loader)
     label = f'torch {stage}'

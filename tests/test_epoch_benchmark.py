@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip('torch', reason='the benchmark compares with PyTorch')
 pytest.importorskip('PIL', reason='the PyTorch side augments PIL images')
 
-from benchmarks import epoch  # noqa: E402
+from benchmarks import epoch, torch_data  # noqa: E402
 from tests.tables import EVERY_ROW, rows  # noqa: E402
 
 TINY = [
@@ -46,7 +46,7 @@ def test_torch_transform_matches_ltjax_augmentation():
 
   image = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), np.uint8)
   torch.manual_seed(0)
-  got = epoch.official_transform(Image.fromarray(image[0]), 32).numpy()
+  got = torch_data.official_transform(Image.fromarray(image[0]), 32).numpy()
   torch.manual_seed(0)  # the same draws: crop row, crop column, flip
   i, j = (torch.randint(0, 9, (1,)).item() for _ in range(2))
   flip = bool(torch.rand(1) < 0.5)
