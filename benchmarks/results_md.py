@@ -204,7 +204,9 @@ def _protocol(runs) -> list[str]:
   ]
 
 
-def render(summaries, paper, figures_dir, rel='results/figures') -> str:
+def render(
+  summaries, paper, figures_dir, rel='results/figures', pending=()
+) -> str:
   lines = [
     '# Results on the real offline CIFAR-10 images',
     '',
@@ -221,6 +223,13 @@ def render(summaries, paper, figures_dir, rel='results/figures') -> str:
     'in its summary (`command`). Test error in %, mean ± std over seeds '
     '(sample std; one value where one seed ran).',
   ]
+  if pending:
+    lines += [
+      '',
+      f'**The grid is not finished**: {len(pending)} runs have no summary '
+      f'yet ({", ".join(pending)}); their rows are missing below, and no '
+      'conclusion is drawn from the rows that are there.',
+    ]
   imbalances = sorted({s['imbalance'] for s in summaries}, reverse=True)
   for imb in imbalances:
     runs = [s for s in summaries if s['imbalance'] == imb]
@@ -239,12 +248,19 @@ def render(summaries, paper, figures_dir, rel='results/figures') -> str:
 
 
 def write(results_dir, path) -> str:
-  from benchmarks.reproduce import paper_errors
+  from benchmarks.reproduce import GRIDS, paper_errors
 
   summaries = load(results_dir)
+  done = {(s['imbalance'], s['name']) for s in summaries}
+  pending = [
+    f'imb{r.imbalance}/{r.name}'
+    for runs in GRIDS.values()
+    for r in runs
+    if (r.imbalance, r.name) not in done
+  ]
   figures_dir = os.path.join(results_dir, 'figures')
   rel = os.path.relpath(figures_dir, os.path.dirname(os.path.abspath(path)))
-  text = render(summaries, paper_errors(), figures_dir, rel)
+  text = render(summaries, paper_errors(), figures_dir, rel, pending)
   analysis = os.path.join(results_dir, 'analysis.md')
   if os.path.exists(analysis):
     with open(analysis) as f:
