@@ -171,6 +171,10 @@ def stage1_prefix(config):
   for field in STAGE2_FIELDS:
     prefix[field] = defaults[field]
   prefix.num_epochs = config.stage2_epoch
+  # Drops after the prefix's end change none of its learning rates.
+  prefix.lr_boundaries = tuple(
+    b for b in config.lr_boundaries if b <= prefix.num_epochs
+  )
   return f'_stage1_{prefix.method}_s{config.num_seeds}', prefix
 
 
@@ -223,7 +227,11 @@ def train_run(run: Run, args) -> dict:
     prefix_name, prefix_config = shared
     prefix_dir = os.path.join(root, prefix_name)
     print(f'[reproduce] stage 1 of {run.name}: {prefix_dir}', flush=True)
-    _, stage1_seconds = _timed_train(prefix_config, prefix_dir)
+    if os.path.exists(os.path.join(prefix_dir, 'results.json')):
+      with open(os.path.join(prefix_dir, 'wall.json')) as f:
+        stage1_seconds = json.load(f)['seconds']  # trained already
+    else:
+      _, stage1_seconds = _timed_train(prefix_config, prefix_dir)
     _fork(prefix_dir, workdir)
     with open(os.path.join(workdir, 'stage1.json'), 'w') as f:
       json.dump({'prefix': prefix_name, 'seconds': stage1_seconds}, f)

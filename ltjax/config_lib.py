@@ -14,7 +14,7 @@ import os
 import jax
 import ml_collections
 
-from ltjax import inputs, methods, models
+from ltjax import config_check, methods
 from ltjax.data.specs import SPECS
 
 # Fields that may change between a run and its resumption.
@@ -178,42 +178,8 @@ def shorten(config, epochs: int, meta_epochs: int) -> None:
 
 
 def check_config(config) -> None:
-  """Stops a bad config before any data is read."""
-  inputs.check_dataset_name(config.dataset)
-  methods.get_method(config.method)
-  models.registry.check_model(config.model)
-  if config.data.imbalance and config.data.imbalance < 1:
-    raise ValueError(
-      f'config.data.imbalance must be >= 1 (or 0 to keep the data as it is), '
-      f'got {config.data.imbalance}.'
-    )
-  for field in ('batch_size', 'dev_batch_size', 'num_epochs'):
-    if config[field] < 1:
-      raise ValueError(f'config.{field} must be >= 1, got {config[field]}.')
-  if not 0 <= config.stage2_epoch <= config.num_epochs:
-    raise ValueError(
-      f'config.stage2_epoch must lie in [0, num_epochs={config.num_epochs}], '
-      f'got {config.stage2_epoch}.'
-    )
-  if config.compute_dtype not in models.COMPUTE_DTYPES:
-    raise ValueError(
-      f'config.compute_dtype must be one of {sorted(models.COMPUTE_DTYPES)}, '
-      f'got {config.compute_dtype!r}.'
-    )
-  if config.num_seeds < 1:
-    raise ValueError(f'config.num_seeds must be >= 1, got {config.num_seeds}.')
-  if config.num_seeds > 1 and config.dataset in inputs.LARGE_DATASETS:
-    raise ValueError(
-      f'config.num_seeds={config.num_seeds}: vectorized seeds need an array '
-      f'dataset kept on the device (CIFAR or npz), not {config.dataset}.'
-    )
-  n = jax.device_count()
-  for field in ('batch_size', 'dev_batch_size'):
-    if config[field] % n:
-      raise ValueError(
-        f'config.{field}={config[field]} does not divide evenly over {n} '
-        f'devices; use a multiple of {n}.'
-      )
+  """Stops a bad config before any data is read (:mod:`ltjax.config_check`)."""
+  config_check.check(config)
 
 
 def check_workdir_config(config, workdir) -> None:

@@ -6,11 +6,20 @@ Example (README has more)::
     --workdir=runs/cifar10_lt_ours_100
 """
 
+import os
+import sys
+import traceback
+
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ltjax import train
+
+# What a bad config, a missing or malformed file or an unprepared dataset
+# raises from ltjax's own checks: printed as one message, not a traceback.
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -22,7 +31,21 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process index.')
+flags.DEFINE_bool(
+  'debug', False, 'Show the traceback of expected errors (bad config, data).'
+)
 flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def raised_by_ltjax(error: BaseException) -> bool:
+  """Whether ``error`` is one of ltjax's own checks: an expected error type
+  raised in ltjax's code (an error from inside JAX or a library is not)."""
+  if not isinstance(error, EXPECTED_ERRORS):
+    return False
+  frames = traceback.extract_tb(error.__traceback__)
+  return bool(frames) and os.path.abspath(frames[-1].filename).startswith(
+    _PACKAGE + os.sep
+  )
 
 
 def main(argv):
@@ -32,7 +55,14 @@ def main(argv):
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
     )
   logging.info('JAX devices: %s', jax.devices())
-  train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except EXPECTED_ERRORS as error:
+    if FLAGS.debug or not raised_by_ltjax(error):
+      raise
+    print(f'ltjax: error: {error}', file=sys.stderr)
+    print('(--debug shows the traceback)', file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,194 @@
+"""One validation pass over every config field, before any data is read.
+
+:data:`RULES` names, for every field a run reads (stage 2's included, so a
+bad ``eps_grad`` stops at start, not at epoch 160), its type and what is
+allowed; :func:`check` applies them and then the rules that tie fields
+together (lr drops after the last epoch are allowed, with a warning). Every message names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import jax
+from absl import logging
+
+from ltjax import inputs, methods, models
+from ltjax.data.specs import DEV_SOURCES
+
+
+class ConfigError(ValueError):
+  """A config value that no run can use; the message says the fix."""
+
+
+def _choice(options):
+  options = tuple(options)
+  return (lambda v: v in options), f'one of {sorted(options)}'
+
+
+def _at_least(low, *, strict=False):
+  if strict:
+    return (lambda v: v > low), f'> {low}'
+  return (lambda v: v >= low), f'>= {low}'
+
+
+def _in(low, high):
+  return (lambda v: low <= v < high), f'in [{low}, {high})'
+
+
+_ANY = (lambda v: True), 'any value'
+_INT, _NUM, _STR, _BOOL = 'int', 'number', 'str', 'bool'
+
+# field: (type, (predicate, what is allowed)).
+RULES = {
+  'dataset': (_STR, _choice([*inputs.ARRAY_DATASETS, *inputs.LARGE_DATASETS])),
+  'method': (_STR, _choice(methods.METHODS)),
+  'model': (_STR, _choice(models.MODELS)),
+  'num_classes': (_INT, _at_least(2)),
+  'seed': (_INT, _ANY),
+  'num_seeds': (_INT, _at_least(1)),
+  'compute_dtype': (_STR, _choice(models.COMPUTE_DTYPES)),
+  'batch_size': (_INT, _at_least(1)),
+  'dev_batch_size': (_INT, _at_least(1)),
+  'eval_batch_size': (_INT, _at_least(1)),
+  'num_epochs': (_INT, _at_least(1)),
+  'stage2_epoch': (_INT, _at_least(0)),
+  'learning_rate': (_NUM, _at_least(0, strict=True)),
+  'lr_decay': (_NUM, ((lambda v: 0 < v <= 1), 'in (0, 1]')),
+  'warmup_epochs': (_INT, _at_least(0)),
+  'momentum': (_NUM, _in(0, 1)),
+  'nesterov': (_BOOL, _ANY),
+  'weight_decay': (_NUM, _at_least(0)),
+  'cb_beta': (_NUM, _in(0, 1)),
+  'focal_gamma': (_NUM, _at_least(0)),
+  'ldam_max_margin': (_NUM, _at_least(0, strict=True)),
+  'ldam_scale': (_NUM, _at_least(0, strict=True)),
+  'eps_lr': (_NUM, _at_least(0)),
+  'inner_reduction': (_STR, _choice(('sum', 'mean'))),
+  'eps_grad': (_STR, _choice(('jvp', 'unroll'))),
+  'mwn_hidden': (_INT, _at_least(1)),
+  'mwn_lr': (_NUM, _at_least(0, strict=True)),
+  'mwn_wd': (_NUM, _at_least(0)),
+  'eval_every_epochs': (_INT, _at_least(1)),
+  'log_every_steps': (_INT, _at_least(1)),
+  'checkpoint_every_steps': (_INT, _at_least(1)),
+  'keep_checkpoints': (_INT, _at_least(1)),
+  'image_size': (_INT, _at_least(1)),
+  'data.imbalance': (
+    _NUM,
+    ((lambda v: v == 0 or v >= 1), '0 (keep the data as it is) or >= 1'),
+  ),
+  'data.profile': (_STR, _choice(('exp', 'step'))),
+  'data.n_max': (_NUM, _at_least(0)),
+  'data.dev_per_class': (_INT, _at_least(0)),
+  'data.test_per_class': (_INT, _at_least(0)),
+  'data.split_seed': (_INT, _ANY),
+  'data.download': (_BOOL, _ANY),
+  'data.dev_source': (_STR, _choice(DEV_SOURCES)),
+  **{
+    f'data.{f}': (_STR, _ANY)
+    for f in (
+      'tfds_data_dir',
+      'dir',
+      'train_file',
+      'test_file',
+      'dev_file',
+      'places_lt_dir',
+    )
+  },  # fmt: skip
+}
+
+
+def _has_type(value, kind) -> bool:
+  if kind == _BOOL:
+    return isinstance(value, bool)
+  if kind == _INT:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+  if kind == _NUM:
+    return (
+      isinstance(value, numbers.Real)
+      and not isinstance(value, bool)
+      and math.isfinite(value)
+    )
+  return isinstance(value, str)
+
+
+def _get(config, field):
+  node = config
+  for part in field.split('.'):
+    node = node[part]
+  return node
+
+
+def _fail(field, value, allowed):
+  raise ConfigError(
+    f'config.{field}={value!r} is not allowed: use {allowed} '
+    f'(--config.{field}=...).'
+  )
+
+
+def check(config) -> None:
+  """Raises :class:`ConfigError` for the first bad field or combination."""
+  # The names first, with the registries' own messages (they list choices).
+  inputs.check_dataset_name(config.dataset)
+  methods.get_method(config.method)
+  models.registry.check_model(config.model)
+  imbalance = config.data.imbalance
+  if _has_type(imbalance, _NUM) and 0 < imbalance < 1:
+    raise ConfigError(
+      f'config.data.imbalance must be >= 1 (or 0 to keep the data as it is), '
+      f'got {imbalance}.'
+    )
+  for field, (kind, (ok, allowed)) in RULES.items():
+    try:
+      value = _get(config, field)
+    except (KeyError, AttributeError):
+      raise ConfigError(
+        f'config.{field} is missing; start from a file in configs/.'
+      ) from None
+    if not _has_type(value, kind):
+      _fail(field, value, f'a finite {kind}, {allowed}')
+    if not ok(value):
+      _fail(field, value, allowed)
+  _check_schedule(config)
+  _check_devices(config)
+
+
+def _check_schedule(config) -> None:
+  n = config.num_epochs
+  if config.stage2_epoch > n:
+    _fail('stage2_epoch', config.stage2_epoch, f'in [0, num_epochs={n}]')
+  bounds = list(config.lr_boundaries)
+  if not all(_has_type(b, _INT) and b >= 0 for b in bounds):
+    _fail('lr_boundaries', config.lr_boundaries, 'epochs >= 0')
+  late = [b for b in bounds if b > n]
+  if late:
+    # Allowed, so that --config.num_epochs alone shortens a run, but said.
+    logging.warning(
+      'config.lr_boundaries %s: the drops at epochs %s lie after the last '
+      'epoch (num_epochs=%d) and never apply; a shortened schedule with its '
+      'drops is the variant epochs=E,meta_epochs=M.',
+      tuple(bounds), late, n,
+    )  # fmt: skip
+  if bounds != sorted(bounds):
+    _fail('lr_boundaries', config.lr_boundaries, 'epochs in increasing order')
+  if config.warmup_epochs > n:
+    _fail('warmup_epochs', config.warmup_epochs, f'<= num_epochs={n}')
+  if config.num_seeds > 1 and config.dataset in inputs.LARGE_DATASETS:
+    _fail(
+      'num_seeds',
+      config.num_seeds,
+      f'1 for {config.dataset} (vectorized seeds need an array dataset kept '
+      'on the device: CIFAR or npz)',
+    )
+
+
+def _check_devices(config) -> None:
+  n = jax.device_count()
+  for field in ('batch_size', 'dev_batch_size', 'eval_batch_size'):
+    if config[field] % n:
+      raise ConfigError(
+        f'config.{field}={config[field]} does not divide evenly over {n} '
+        f'devices; use a multiple of {n}.'
+      )

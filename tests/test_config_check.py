@@ -1,0 +1,133 @@
+"""Every bad setting stops before any data is read, naming field and fix."""
+
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ltjax import config_check, config_lib, methods
+from ltjax.main import raised_by_ltjax
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / 'configs').glob('*.py'))
+
+
+def cifar(arg='source=npz'):
+  return config_lib.from_file(REPO / 'configs' / 'cifar10_lt.py', arg)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: p.stem)
+@pytest.mark.parametrize('method', sorted(methods.METHODS))
+def test_every_shipped_config_passes(path, method):
+  config_check.check(config_lib.from_file(path, f'method={method}'))
+
+
+@pytest.mark.parametrize(
+  'field, value, allowed',
+  [
+    # Stage-2 fields are checked at start, not when stage 2 begins.
+    ('eps_grad', 'foo', "one of ['jvp', 'unroll']"),
+    ('inner_reduction', 'avg', "one of ['mean', 'sum']"),
+    ('learning_rate', -0.1, '> 0'),
+    ('momentum', 1.0, 'in [0, 1)'),
+    ('weight_decay', -1e-4, '>= 0'),
+    ('lr_decay', 0.0, 'in (0, 1]'),
+    ('lr_decay', 2.0, 'in (0, 1]'),
+    ('warmup_epochs', -1, '>= 0'),
+    ('focal_gamma', -1.0, '>= 0'),
+    ('cb_beta', 1.0, 'in [0, 1)'),
+    ('eps_lr', -0.01, '>= 0'),
+    ('mwn_hidden', 0, '>= 1'),
+    ('mwn_lr', 0.0, '> 0'),
+    ('mwn_wd', -1.0, '>= 0'),
+    ('ldam_scale', 0.0, '> 0'),
+    ('eval_batch_size', 0, '>= 1'),
+    ('eval_every_epochs', 0, '>= 1'),
+    ('log_every_steps', 0, '>= 1'),
+    ('checkpoint_every_steps', 0, '>= 1'),
+    ('keep_checkpoints', 0, '>= 1'),
+    ('compute_dtype', 'float16', "one of ['bfloat16', 'float32']"),
+    ('lr_boundaries', (-1, 160), 'epochs >= 0'),
+    ('lr_boundaries', (180, 160), 'increasing order'),
+    ('stage2_epoch', 201, 'in [0, num_epochs=200]'),
+    ('learning_rate', float('nan'), 'a finite number'),
+  ],
+)
+def test_bad_field_names_field_value_and_what_is_allowed(field, value, allowed):
+  config = cifar()
+  config[field] = value
+  with pytest.raises(config_check.ConfigError) as info:
+    config_lib.check_config(config)
+  message = str(info.value)
+  assert f'config.{field}=' in message and allowed in message, message
+  assert f'--config.{field}=' in message
+
+
+@pytest.mark.parametrize(
+  'field, value, match',
+  [
+    ('profile', 'linear', "one of ['exp', 'step']"),
+    ('dev_source', 'test', "one of ['carve', 'validation']"),
+    ('dev_per_class', -1, '>= 0'),
+    ('n_max', -5.0, '>= 0'),
+  ],
+)
+def test_bad_data_field(field, value, match):
+  config = cifar()
+  config.data[field] = value
+  with pytest.raises(config_check.ConfigError, match=f'config.data.{field}='):
+    config_lib.check_config(config)
+  with pytest.raises(config_check.ConfigError) as info:
+    config_lib.check_config(config)
+  assert match in str(info.value)
+
+
+def test_vectorized_seeds_need_an_array_dataset():
+  config = config_lib.from_file(REPO / 'configs' / 'inat2018.py')
+  config.num_seeds = 2
+  with pytest.raises(config_check.ConfigError, match='num_seeds=2'):
+    config_lib.check_config(config)
+
+
+def test_only_ltjax_own_checks_count_as_expected_errors():
+  with pytest.raises(ValueError) as info:
+    config_lib.check_config(_bad())
+  assert raised_by_ltjax(info.value)
+  with pytest.raises(ValueError) as info:
+    np.zeros(-1)  # a ValueError from a library: keeps its traceback
+  assert not raised_by_ltjax(info.value)
+  assert not raised_by_ltjax(KeyError('x'))
+
+
+def _bad():
+  config = cifar()
+  config.eps_grad = 'foo'
+  return config
+
+
+def test_cli_prints_the_message_without_a_traceback(tmp_path):
+  cmd = [
+    sys.executable, '-m', 'ltjax.main', f'--workdir={tmp_path / "w"}',
+    '--config=configs/cifar10_lt.py:source=npz', '--config.eps_grad=foo',
+  ]  # fmt: skip
+  proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 2
+  assert "ltjax: error: config.eps_grad='foo' is not allowed" in proc.stderr
+  assert 'Traceback' not in proc.stderr
+  assert not (tmp_path / 'w').exists()  # stopped before anything was made
+  debug = subprocess.run(
+    [*cmd, '--debug'], cwd=REPO, capture_output=True, text=True
+  )
+  assert debug.returncode != 0 and 'Traceback' in debug.stderr
+
+
+def test_lr_drops_after_the_end_are_allowed_but_said(caplog):
+  config = cifar()
+  config.num_epochs = config.stage2_epoch = 2
+  with caplog.at_level('WARNING'):
+    config_lib.check_config(config)
+  assert (
+    'never apply' in caplog.text and 'epochs=E,meta_epochs=M' in caplog.text
+  )
