@@ -287,17 +287,11 @@ def ltjax_epochs(args, config, data) -> dict:
 
 def torch_step(stage, net, opt, x, y, dev_loader, w, lr, device) -> float:
   """One official step: CE, or ``train_meta`` with a fresh dev iterator."""
-  import torch.nn.functional as F
-
   from benchmarks import torch_reference
 
   x, y = x.to(device), y.to(device)
   if stage == 'ce':
-    net.train()
-    loss = F.cross_entropy(net(x), y)
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
+    loss = torch_reference.official_ce_step(net, opt, x, y)
   else:
     xd, yd = next(iter(dev_loader))  # as the official train_meta
     xd, yd = xd.to(device), yd.to(device)

@@ -201,7 +201,6 @@ def ltjax_steps(args, data, steps, variant):
 def torch_steps(args, data, steps, variant=None):
   del variant
   import torch
-  import torch.nn.functional as F
 
   from benchmarks import torch_reference
 
@@ -225,11 +224,7 @@ def torch_steps(args, data, steps, variant=None):
 
     def run(step=step, net=net, opt=opt, holder=holder):
       if step == 'ce':
-        net.train()
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = torch_reference.official_ce_step(net, opt, x, y)
       else:
         loss = torch_reference.official_meta_step(
           net, opt, x, y, xd, yd, w, inner_lr=args.lr

@@ -148,6 +148,16 @@ def make_sgd(model: nn.Module, lr: float) -> torch.optim.SGD:
   )
 
 
+def official_ce_step(model: nn.Module, optimizer, x, y) -> torch.Tensor:
+  """One plain cross-entropy step in training mode (the official stage 1)."""
+  model.train()
+  loss = F.cross_entropy(model(x), y)
+  optimizer.zero_grad()
+  loss.backward()
+  optimizer.step()
+  return loss
+
+
 def _like(x, ref: torch.Tensor, dtype=None) -> torch.Tensor:
   return torch.as_tensor(
     x, dtype=ref.dtype if dtype is None else dtype, device=ref.device
