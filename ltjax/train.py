@@ -295,16 +295,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if writer:
         writer.write(done, scalars)
     if done % eval_every == 0 or done == total_steps:
-      evals.append(evaluate_state(predict, state, data, logit_scale))
-      _log_eval(evals[-1], workdir if lead else None, evals, writer)
+      records = evaluate_state(predict, state, data, logit_scale)
+      _record_eval(evals, records, workdir if lead else None, writer)
     if done % config.checkpoint_every_steps == 0 or done == total_steps:
       check_finite(state, ckpt)
       ckpt.save(state)
   check_finite(state, ckpt)
   ckpt.close()
   if not evals or evals[-1][0]['step'] != step_of(state):
-    evals.append(evaluate_state(predict, state, data, logit_scale))
-    _log_eval(evals[-1], workdir if lead else None, evals, writer)
+    records = evaluate_state(predict, state, data, logit_scale)
+    _record_eval(evals, records, workdir if lead else None, writer)
   results = final_results(config, data, evals, state)
   if lead:
     write_results(workdir, results)
@@ -312,8 +312,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return results
 
 
-def _log_eval(records, workdir, evals, writer) -> None:
-  """Logs an evaluation; on process 0 (``workdir`` set) writes it too."""
+def _record_eval(evals, records, workdir, writer) -> None:
+  """Appends an evaluation to ``evals`` and logs it; on process 0
+  (``workdir`` set) also writes ``evals.jsonl`` and the scalars."""
+  evals.append(records)
   logging.info(
     'epoch %d: test top-1 error %s%%, dev top-1 error %s%%',
     records[0]['epoch'],
