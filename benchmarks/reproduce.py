@@ -60,19 +60,28 @@ STAGE2_FIELDS = (
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  """One cell of the grid: a method at an imbalance, with vectorized seeds
-  and config overrides (``((field, value), ...)``)."""
+  """One cell of the grid: a method at an imbalance, with ``seeds``
+  vectorized seeds from ``config.seed = seed`` and config overrides
+  (``((field, value), ...)``)."""
 
   method: str
   imbalance: int
   seeds: int = 1
   overrides: tuple = ()
+  seed: int = 0
+
+  @property
+  def seed_tag(self) -> str:
+    """``_s2`` (2 vectorized seeds), ``_seed1`` (one run of seed 1)."""
+    if self.seeds > 1:
+      return f'_s{self.seeds}' + (f'_seed{self.seed}' if self.seed else '')
+    return f'_seed{self.seed}'
 
   @property
   def name(self) -> str:
     extra = ''.join(f'_{k}={v:g}' if isinstance(v, float) else f'_{k}={v}'
                     for k, v in self.overrides)  # fmt: skip
-    return f'{self.method}{extra}_s{self.seeds}'
+    return f'{self.method}{extra}{self.seed_tag}'
 
   @property
   def variant(self) -> str:
@@ -83,26 +92,55 @@ class Run:
     ]
     if self.seeds > 1:
       flags.append(f'--config.num_seeds={self.seeds}')
+    if self.seed:
+      flags.append(f'--config.seed={self.seed}')
     flags += [f'--config.{k}={v}' for k, v in self.overrides]
     return ' '.join(flags)
 
 
+# On a 2-core CPU a 200-epoch run takes about as long per seed with
+# vectorized seeds as with one seed per run (BENCHMARKS.md), and a machine
+# can be replaced between working sessions: the grid runs one seed per run,
+# so that every run, with its shared stage 1, fits in one session. ce and
+# cb_finetune at imbalance 100 first ran as 2 vectorized seeds; they stay.
+SEEDS = (0, 1)
+EPS_VARIANTS = (
+  (('eps_lr', 100.0),),
+  (('eps_lr', 1e4),),
+  (('eps_lr', 1.0),),
+  (('inner_reduction', 'mean'),),
+)
+
+
+def _eps() -> list[Run]:
+  """How much ε does: ours_ce and cb_finetune on the same seeds (one stage 1
+  per seed), and ours_ce as τ and the inner reduction vary."""
+  runs = []
+  for k in SEEDS:
+    runs += [Run('ours_ce', 100, seed=k), Run('cb_finetune', 100, seed=k)]
+    runs += [Run('ours_ce', 100, overrides=o, seed=k) for o in EPS_VARIANTS]
+  return runs
+
+
 def _imb100() -> list[Run]:
-  two = ('ce', 'cb_finetune', 'ours_ce', 'cb_ce')
   one = ('focal', 'ours_focal', 'ldam', 'ldam_drw', 'ours_ldam', 'cb_focal',
          'l2rw', 'mwn')  # fmt: skip
-  return [Run(m, 100, 2) for m in two] + [Run(m, 100, 1) for m in one]
+  return (
+    [Run('ce', 100, 2), Run('cb_finetune', 100, 2)]
+    + [Run('cb_ce', 100, seed=k) for k in SEEDS]
+    + [Run(m, 100) for m in one]
+  )
 
 
-# In the order they run: the paper's table, then how much ε does, then
-# imbalance 10.
+# In the order they run: how much ε does (and ours_ce's row), the rest of
+# the paper's table, then imbalance 10.
 GRIDS = {
+  'eps': _eps(),
   'imb100': _imb100(),
-  'eps': [
-    Run('ours_ce', 100, 2, (('eps_lr', tau),)) for tau in (1.0, 100.0, 1e4)
-  ]
-  + [Run('ours_ce', 100, 2, (('inner_reduction', 'mean'),))],
-  'imb10': [Run(m, 10, 2) for m in ('ce', 'cb_finetune', 'ours_ce', 'cb_ce')],
+  'imb10': [
+    Run(m, 10, seed=k) for k in SEEDS for m in ('ce', 'cb_finetune', 'ours_ce',
+                                                 'cb_ce')  # fmt: skip
+  ],
 }
 
 
@@ -146,6 +184,7 @@ def make_config(run: Run, data_dir: str, sets=()):
   )
   config.data.dir = os.path.abspath(data_dir)
   config.num_seeds = run.seeds
+  config.seed = run.seed
   for field, value in (*run.overrides, *(s.split('=', 1) for s in sets)):
     value = _literal(value) if isinstance(value, str) else value
     if isinstance(config[field], float) and isinstance(value, int):
@@ -175,7 +214,8 @@ def stage1_prefix(config):
   prefix.lr_boundaries = tuple(
     b for b in config.lr_boundaries if b <= prefix.num_epochs
   )
-  return f'_stage1_{prefix.method}_s{config.num_seeds}', prefix
+  tag = Run(prefix.method, 0, config.num_seeds, seed=config.seed).seed_tag
+  return f'_stage1_{prefix.method}{tag}', prefix
 
 
 def _git_commit() -> str:
@@ -266,6 +306,7 @@ def summarize_run(run, config, results, seconds, stage1_seconds, shared):
     'method': run.method,
     'imbalance': run.imbalance,
     'num_seeds': run.seeds,
+    'seed': run.seed,
     'overrides': dict(run.overrides),
     'command': ' '.join(
       ['python -m ltjax.main', run.variant]

@@ -29,6 +29,43 @@ def load(results_dir) -> list[dict]:
   return out
 
 
+def _seed_ids(summary) -> list[str]:
+  """``'1'``: the run of seed 1; ``'0.1'``: vectorized seed 1 of
+  ``config.seed = 0`` (``fold_in``). Equal ids share their stage 1."""
+  seed = summary.get('seed', 0)
+  if summary['num_seeds'] == 1:
+    return [str(seed)]
+  return [f'{seed}.{i}' for i in range(summary['num_seeds'])]
+
+
+def _label(summary) -> str:
+  return summary['method'] + ''.join(
+    f'_{k}={v:g}' if isinstance(v, float) else f'_{k}={v}'
+    for k, v in summary['overrides'].items()
+  )
+
+
+def merge(runs) -> list[dict]:
+  """One entry per (method, overrides): the seeds of its runs pooled (each
+  with its ``id``), ε and weight statistics averaged over runs."""
+  groups = {}
+  for s in sorted(runs, key=lambda s: s['name']):
+    groups.setdefault(_label(s), []).append(s)
+  out = []
+  for label, members in groups.items():
+    g = dict(members[0], label=label, runs=[s['name'] for s in members])
+    g['seeds'] = [
+      dict(r, id=i) for s in members for i, r in zip(_seed_ids(s), s['seeds'])
+    ]
+    g['num_seeds'] = len(g['seeds'])
+    for k in ('eps_mean', 'weight_mean'):
+      g[k] = np.mean([s[k] for s in members], axis=0).tolist()
+    rms = np.sqrt(np.mean([np.square(s['eps_rms']) for s in members], axis=0))
+    g['eps_rms'] = rms.tolist()
+    out.append(g)
+  return out
+
+
 def _values(summary, which, key):
   return [s[which][key] for s in summary['seeds']]
 
@@ -74,20 +111,23 @@ def _paired(runs) -> list[str]:
   if not {'ours_ce', 'cb_finetune'} <= set(by):
     return []
   a, b = by['ours_ce'], by['cb_finetune']
-  if a['num_seeds'] != b['num_seeds']:
+  ids = [r['id'] for r in a['seeds'] if r['id'] in {q['id'] for q in b['seeds']}]
+  if not ids:
     return []
   out = [
     '',
     'ours_ce − cb_finetune on the same seeds (the same stage 1, then class '
-    'weights with and without the meta-learned ε), test error in points:',
+    'weights with and without the meta-learned ε), test error in points, '
+    f'seeds {", ".join(ids)}:',
     '',
     '| model | per seed | mean ± std |',
     '|---|---|---:|',
   ]
   for which in ('last', 'dev_selected'):
-    d = np.subtract(
-      _values(a, which, 'top1_error'), _values(b, which, 'top1_error')
-    )
+    d = np.subtract(*(
+      [{r['id']: r for r in x['seeds']}[i][which]['top1_error'] for i in ids]
+      for x in (a, b)
+    ))  # fmt: skip
     per = ', '.join(f'{x:+.2f}' for x in d)
     out.append(f'| {which} | {per} | {_mean_std(d)} |')
   return out
@@ -161,9 +201,9 @@ def _figures(runs, imbalance, figures_dir, rel) -> list[str]:
   axes[0].set_ylabel('test accuracy (%), last model')
   axes[0].legend(fontsize=8)
   for s in sorted(
-    (s for s in runs if s['method'] == 'ours_ce'), key=lambda s: s['name']
+    (s for s in runs if s['method'] == 'ours_ce'), key=lambda s: s['label']
   ):
-    axes[1].plot(classes, s['eps_mean'], 'o-', ms=3, label=s['name'])
+    axes[1].plot(classes, s['eps_mean'], 'o-', ms=3, label=s['label'])
   axes[1].set_yscale('symlog', linthresh=1e-6)
   axes[1].set_xlabel('class')
   axes[1].set_ylabel('mean ε over the meta stage')
@@ -233,13 +273,14 @@ def render(
   imbalances = sorted({s['imbalance'] for s in summaries}, reverse=True)
   for imb in imbalances:
     runs = [s for s in summaries if s['imbalance'] == imb]
-    plain = [s for s in runs if not s['overrides']]
+    groups = merge(runs)
+    plain = [g for g in groups if not g['overrides']]
     lines += ['', f'## Imbalance {imb}', '']
     lines += _protocol(runs) + ['']
     lines += _main_table(plain, imb, paper)
     lines += _paired(plain)
-    lines += _eps_table(runs)
-    lines += _figures(runs, imb, figures_dir, rel)
+    lines += _eps_table(groups)
+    lines += _figures(groups, imb, figures_dir, rel)
     lines += ['', 'Commands:', '']
     lines += [
       f'- {s["name"]}: `{s["command"]}`' for s in sorted(runs, key=_method_key)

@@ -26,8 +26,8 @@ def argv(tmp, data_dir, *extra):
     f'--workdir={tmp / "runs"}',
     f'--results_dir={tmp / "results"}',
     f'--results_md={tmp / "RESULTS.md"}',
-    '--grids=imb100',
-    '--only=cb_finetune,ours_ce',
+    '--grids=eps',
+    '--only=ours_ce_seed0,cb_finetune_seed0',
     *[f'--set={s}' for s in SETS],
     *extra,
   ]
@@ -42,35 +42,36 @@ def grid(tmp_path_factory, cifar_prefix_npz):
 
 def test_grid_writes_summaries_and_results_md(grid):
   names = sorted(p.name for p in (grid / 'results' / 'imb100').iterdir())
-  assert names == ['cb_finetune_s2.json', 'ours_ce_s2.json']
-  s = json.loads((grid / 'results/imb100/ours_ce_s2.json').read_text())
-  assert s['stage1_shared'] == '_stage1_ce_s2' and s['num_seeds'] == 2
-  assert len(s['seeds']) == 2 and len(s['split_sha256']) == 64
+  assert names == ['cb_finetune_seed0.json', 'ours_ce_seed0.json']
+  s = json.loads((grid / 'results/imb100/ours_ce_seed0.json').read_text())
+  assert s['stage1_shared'] == '_stage1_ce_seed0' and s['num_seeds'] == 1
+  assert len(s['seeds']) == 1 and len(s['split_sha256']) == 64
   for r in s['seeds']:
     assert r['last']['epoch'] == 3 and 0 <= r['last']['ece'] <= 100
     assert r['dev_selected']['epoch'] in (1, 2, 3)
   assert s['pool_class_counts'][0] == 517 - 110  # less test and dev
   assert "'--config.model=tiny'" in s['command']
-  assert sum(s['meta_examples']) == 2 * 9 * 100  # 2 seeds, 9 meta steps
+  assert sum(s['meta_examples']) == 9 * 100  # 9 meta steps of 100
   assert any(e != 0 for e in s['eps_mean'])
   text = (grid / 'RESULTS.md').read_text()
-  assert '| ours_ce | 2 |' in text and '| cb_finetune | 2 |' in text
+  assert '| ours_ce | 1 |' in text and '| cb_finetune | 1 |' in text
   assert 'ours_ce − cb_finetune' in text and '23.59' in text  # the paper
+  assert 'seeds 0:' in text
   assert (grid / 'results/figures/imb100_per_class.png').exists()
 
 
 def test_shared_stage1_is_bit_identical_to_a_run_from_scratch(
   grid, tmp_path, cifar_prefix_npz
 ):
-  run = reproduce.Run('ours_ce', 100, 2)
+  run = reproduce.Run('ours_ce', 100, seed=0)
   config = reproduce.make_config(run, cifar_prefix_npz.parent, SETS)
   scratch = train.train_and_evaluate(config, tmp_path / 'scratch')
   forked = json.loads(
-    (grid / 'runs/imb100/ours_ce_s2/results.json').read_text()
+    (grid / 'runs/imb100/ours_ce_seed0/results.json').read_text()
   )
   assert forked == json.loads(json.dumps(scratch))
   (step_a, a), (step_b, b) = (
-    load_numpy(grid / 'runs/imb100/ours_ce_s2'),
+    load_numpy(grid / 'runs/imb100/ours_ce_seed0'),
     load_numpy(tmp_path / 'scratch'),
   )
   assert step_a == step_b == 27
@@ -93,6 +94,43 @@ def test_finished_runs_are_skipped_and_results_md_is_regenerated_exactly(
     + [f'--results_md={grid / "RESULTS.md"}']
   )
   assert (grid / 'RESULTS.md').read_text() == before
+
+
+def _summary(method, num_seeds, seed, errors, overrides=None):
+  def record(e):
+    return {'top1_error': e, 'dev_top1_error': e + 1}
+
+  return {
+    'name': reproduce.Run(method, 100, num_seeds, seed=seed).name,
+    'method': method,
+    'num_seeds': num_seeds,
+    'seed': seed,
+    'overrides': overrides or {},
+    'seeds': [{'last': record(e), 'dev_selected': record(e)} for e in errors],
+    'eps_mean': [0.0, 2.0],
+    'eps_rms': [3.0, 4.0],
+    'weight_mean': [1.0, 1.0],
+  }
+
+
+def test_seeds_of_separate_runs_are_pooled_and_paired_by_seed():
+  from benchmarks import results_md
+
+  runs = [
+    _summary('cb_finetune', 2, 0, [60.0, 62.0]),  # vectorized 0.0 and 0.1
+    _summary('cb_finetune', 1, 0, [64.0]),
+    _summary('cb_finetune', 1, 1, [66.0]),
+    _summary('ours_ce', 1, 1, [65.0]),
+    _summary('ours_ce', 1, 0, [63.0]),
+  ]
+  groups = {g['label']: g for g in results_md.merge(runs)}
+  assert sorted(groups) == ['cb_finetune', 'ours_ce']
+  cb = groups['cb_finetune']
+  assert [r['id'] for r in cb['seeds']] == ['0.0', '0.1', '0', '1']
+  assert cb['num_seeds'] == 4 and cb['eps_rms'] == [3.0, 4.0]
+  text = '\n'.join(results_md._paired(list(groups.values())))
+  assert 'seeds 0, 1:' in text
+  assert '| last | -1.00, -1.00 | -1.00 ± 0.00 |' in text
 
 
 def test_paper_table_matches_the_config_docstring():
