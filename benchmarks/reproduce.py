@@ -138,8 +138,9 @@ GRIDS = {
   'eps': _eps(),
   'imb100': _imb100(),
   'imb10': [
-    Run(m, 10, seed=k) for k in SEEDS for m in ('ce', 'cb_finetune', 'ours_ce',
-                                                 'cb_ce')  # fmt: skip
+    Run(m, 10, seed=k)
+    for k in SEEDS
+    for m in ('ce', 'cb_finetune', 'ours_ce', 'cb_ce')  # fmt: skip
   ],
 }
 

@@ -55,7 +55,9 @@ def merge(runs) -> list[dict]:
   for label, members in groups.items():
     g = dict(members[0], label=label, runs=[s['name'] for s in members])
     g['seeds'] = [
-      dict(r, id=i) for s in members for i, r in zip(_seed_ids(s), s['seeds'])
+      dict(r, id=i)
+      for s in members
+      for i, r in zip(_seed_ids(s), s['seeds'], strict=True)
     ]
     g['num_seeds'] = len(g['seeds'])
     for k in ('eps_mean', 'weight_mean'):
@@ -111,7 +113,9 @@ def _paired(runs) -> list[str]:
   if not {'ours_ce', 'cb_finetune'} <= set(by):
     return []
   a, b = by['ours_ce'], by['cb_finetune']
-  ids = [r['id'] for r in a['seeds'] if r['id'] in {q['id'] for q in b['seeds']}]
+  ids = [
+    r['id'] for r in a['seeds'] if r['id'] in {q['id'] for q in b['seeds']}
+  ]
   if not ids:
     return []
   out = [
