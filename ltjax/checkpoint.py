@@ -2,16 +2,30 @@
 
 Orbax writes each checkpoint to a temporary folder and renames it into place
 when complete, so a crash mid-save leaves the previous checkpoints intact and
-:meth:`Checkpointer.restore_latest` never sees a half-written one.
+:meth:`Checkpointer.restore_latest` never sees a half-written one; the
+temporary folders such a crash leaves are removed when the next run starts.
+
+A checkpoint damaged on disk afterwards (a truncated or lost file) is
+reported by path and the next older one is tried; the unreadable ones are
+moved aside to ``workdir/checkpoints_unreadable/`` (not deleted) once an
+older one reads, so that the run overwrites none of them and keeps its
+``keep_checkpoints`` good ones. When none reads, nothing is moved and the
+error names the folders.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+
+class UnreadableCheckpointError(RuntimeError):
+  """No checkpoint of a workdir could be restored."""
 
 
 def step_of(state) -> int:
@@ -20,31 +34,95 @@ def step_of(state) -> int:
 
 
 class Checkpointer:
-  """Checkpoints of a :class:`ltjax.train_step.TrainState` in ``workdir``."""
+  """Checkpoints of a :class:`ltjax.train_step.TrainState` in ``workdir``.
 
-  def __init__(self, workdir, max_to_keep: int = 3):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+  ``metadata`` (a JSON-able dict, e.g. the split digest) is stored with
+  every checkpoint; :meth:`metadata` reads it back.
+  """
+
+  def __init__(self, workdir, max_to_keep: int = 3, metadata=None):
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, 'checkpoints')
+    self._metadata = dict(metadata or {})
     self._manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True
+        max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
       ),
+      item_handlers=ocp.StandardCheckpointHandler(),
     )
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
+  def metadata(self, step: int) -> dict:
+    """What was stored with the checkpoint at ``step`` (``{}``: nothing)."""
+    return dict(self._manager.metadata(step).custom_metadata or {})
+
   def save(self, state, *, force: bool = False) -> None:
     step = step_of(state)
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+    self._manager.save(
+      step,
+      args=ocp.args.StandardSave(state),
+      force=force,
+      custom_metadata=self._metadata,
+    )
 
   def restore_latest(self, template):
-    """The latest checkpoint shaped, typed and sharded like ``template``."""
-    step = self.latest_step()
+    """The newest readable checkpoint, shaped, typed and sharded like
+    ``template``.
+
+    Raises:
+      UnreadableCheckpointError: no kept checkpoint could be read.
+    """
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    failed = []
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      try:
+        state = self._manager.restore(
+          step, args=ocp.args.StandardRestore(abstract)
+        )
+      except Exception as error:  # noqa: BLE001 (TensorStore raises Exception)
+        logging.warning(
+          'Checkpoint %s could not be read (%s: %s); trying the one before.',
+          self.step_dir(step), type(error).__name__, _short(error),
+        )  # fmt: skip
+        failed.append((step, error))
+        continue
+      if failed:
+        self._move_aside([s for s, _ in failed])
+      return state
+    folders = ' '.join(self.step_dir(s) for s, _ in failed)
+    step, error = failed[0]
+    raise UnreadableCheckpointError(
+      f'none of the checkpoints in {self.directory} could be read (the '
+      f'newest, step {step}: {type(error).__name__}: {_short(error)}). If '
+      f'the code and config are those that wrote them, they are damaged: '
+      f'remove them (rm -r {folders}) to train that run again from the '
+      f'start, or use a fresh --workdir.'
+    ) from error
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def _move_aside(self, steps) -> None:
+    """Moves unreadable checkpoints out of orbax's sight (process 0)."""
+    aside = os.path.join(self.workdir, 'checkpoints_unreadable')
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      for step in steps:
+        target = os.path.join(aside, str(step))
+        while os.path.exists(target):
+          target += '_'
+        shutil.move(self.step_dir(step), target)
+        logging.warning('Moved the unreadable checkpoint to %s.', target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices('ltjax_checkpoints_moved_aside')
+    self._manager.reload()
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -52,6 +130,11 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _short(error: BaseException, limit: int = 200) -> str:
+  text = ' '.join(str(error).split())
+  return text if len(text) <= limit else text[:limit] + '...'
 
 
 def load_numpy(workdir, step: int | None = None):

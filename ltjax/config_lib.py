@@ -17,12 +17,25 @@ import ml_collections
 from ltjax import config_check, methods
 from ltjax.data.specs import SPECS
 
-# Fields that may change between a run and its resumption.
+# Fields that may change between a run and its resumption (the data may
+# move: the split digest stored with each checkpoint guards its content).
 RESUMABLE_FIELDS = (
   'log_every_steps',
   'checkpoint_every_steps',
   'keep_checkpoints',
+  'data.dir',
+  'data.tfds_data_dir',
 )
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[f'{prefix}{k}'] = v
+  return out
 
 
 def from_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -190,10 +203,11 @@ def check_workdir_config(config, workdir) -> None:
   if os.path.exists(path):
     with open(path) as f:
       theirs = json.load(f)
+    a, b = _flat(mine), _flat(theirs)
     differ = sorted(
       k
-      for k in set(mine) | set(theirs)
-      if k not in RESUMABLE_FIELDS and mine.get(k) != theirs.get(k)
+      for k in set(a) | set(b)
+      if k not in RESUMABLE_FIELDS and a.get(k) != b.get(k)
     )
     if differ:
       raise ValueError(

@@ -98,6 +98,31 @@ def _load_full_splits(config):
   return train, test, None, source.num_classes
 
 
+def check_split_images(**splits):
+  """The splits (``None`` passes), grayscale ones with the channel repeated
+  to RGB (the normalization and the models read 3 channels); refuses splits
+  whose image sizes differ."""
+  out = []
+  for split in splits.values():
+    if split is not None and split.image.shape[-1] == 1:
+      split = data_lib.ArrayData(
+        np.repeat(split.image, 3, axis=-1), split.label
+      )
+    out.append(split)
+  shapes = {
+    name: split.image.shape[1:]
+    for name, split in zip(splits, out, strict=True)
+    if split is not None
+  }
+  if len(set(shapes.values())) > 1:
+    raise ValueError(
+      'the splits hold images of different sizes '
+      f'({", ".join(f"{k}: {v[0]}x{v[1]}" for k, v in shapes.items())}); '
+      'resize them to one size before training.'
+    )
+  return out
+
+
 def load_array_datasets(config) -> ArrayDatasets:
   """Loads, checks and subsamples an array dataset as the config says.
 
@@ -110,6 +135,7 @@ def load_array_datasets(config) -> ArrayDatasets:
   """
   cfg = config.data
   train, test, dev, num_classes = _load_full_splits(config)
+  train, test, dev = check_split_images(train=train, test=test, dev=dev)
   if test is None:
     if not cfg.test_per_class:
       raise ValueError(
@@ -133,6 +159,7 @@ def load_array_datasets(config) -> ArrayDatasets:
     )
     train_idx, dev_idx = split.train, split.dev
   else:
+    split = None
     dev_idx, train_idx = data_lib.balanced_holdout(
       train.label, num_classes, dev_per_class, seed=cfg.split_seed
     )
@@ -146,19 +173,37 @@ def load_array_datasets(config) -> ArrayDatasets:
   train = train.subset(train_idx)
   counts = np.bincount(train.label, minlength=num_classes)
   if counts.min() == 0:
-    fix = (
-      'lower the imbalance factor or raise n_max'
-      if cfg.imbalance
-      else 'every class needs at least one training image'
-    )
-    raise ValueError(
-      f'class {int(np.argmin(counts))} has no training images; {fix} '
-      f'(or lower config.num_classes).'
-    )
+    raise ValueError(_empty_class_message(config, counts, split))
   digest, summary = describe_split(
     config.dataset, train_idx, dev_idx, counts, len(dev), len(test)
   )
   return ArrayDatasets(train, dev, test, num_classes, counts, digest, summary)
+
+
+def _empty_class_message(config, counts, split) -> str:
+  c = int(np.argmin(counts))
+  if split is not None:  # the profile rounded the smallest classes to 0
+    largest = data_lib.largest_imbalance(
+      split.n_max, config.num_classes, config.data.profile
+    )
+    if largest < 1:
+      return (
+        f'class {c} gets no training images: n_max={split.n_max:g} is below '
+        f'1. Give more training images per class, or a larger '
+        f'config.data.n_max.'
+      )
+    return (
+      f'class {c} gets no training images: with n_max={split.n_max:g} the '
+      f'{config.data.profile} profile gives the smallest classes '
+      f'int(n_max / imbalance) = 0 images at imbalance '
+      f'{config.data.imbalance:g}. Set config.data.imbalance to at most '
+      f'{largest}, the most this data allows.'
+    )
+  return (
+    f'class {c} has no training images (config.data.imbalance=0 keeps the '
+    f'training file as it is): every class in [0, config.num_classes) needs '
+    f'at least one. Add images of class {c}, or relabel the data without it.'
+  )
 
 
 def describe_split(

@@ -15,10 +15,18 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ltjax import train
+from ltjax.checkpoint import UnreadableCheckpointError
+from ltjax.preemption import Preempted
 
-# What a bad config, a missing or malformed file or an unprepared dataset
-# raises from ltjax's own checks: printed as one message, not a traceback.
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, FloatingPointError)
+# What a bad config, a missing or malformed file, an unprepared dataset or
+# damaged checkpoints raise from ltjax's own checks: printed as one message,
+# not a traceback.
+EXPECTED_ERRORS = (
+  ValueError,
+  FileNotFoundError,
+  FloatingPointError,
+  UnreadableCheckpointError,
+)
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 FLAGS = flags.FLAGS
@@ -57,6 +65,9 @@ def main(argv):
   logging.info('JAX devices: %s', jax.devices())
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except Preempted as stop:
+    print(f'ltjax: {stop}', file=sys.stderr)
+    sys.exit(stop.exit_status)
   except EXPECTED_ERRORS as error:
     if FLAGS.debug or not raised_by_ltjax(error):
       raise

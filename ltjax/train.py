@@ -35,6 +35,7 @@ from ltjax import (
   inputs,
   methods,
   models,
+  preemption,
   summary,
   train_step,
 )
@@ -103,8 +104,10 @@ def make_init_fn(config, model, data, mesh):
   return jax.jit(init, out_shardings=NamedSharding(mesh, P()))
 
 
-def restore_or_init_state(ckpt: Checkpointer, init, k_init):
-  """The latest checkpoint of ``ckpt``, else a fresh ``init(k_init)``.
+def restore_or_init_state(ckpt: Checkpointer, init, k_init, digest=None):
+  """The newest readable checkpoint of ``ckpt``, else a fresh
+  ``init(k_init)``; refuses a checkpoint of another data split than
+  ``digest`` (the split's sha256).
 
   The restore template comes from ``jax.eval_shape``: no parameters are
   initialized only to be overwritten.
@@ -112,7 +115,16 @@ def restore_or_init_state(ckpt: Checkpointer, init, k_init):
   if ckpt.latest_step() is None:
     return init(k_init)
   state = ckpt.restore_latest(jax.eval_shape(init, k_init))
-  logging.info('Resumed from the checkpoint at step %d.', step_of(state))
+  step = step_of(state)
+  saved = ckpt.metadata(step).get('split_sha256')
+  if digest and saved and saved != digest:
+    raise ValueError(
+      f'the checkpoint at step {step} in {ckpt.directory} was trained on '
+      f'another data split (sha256 {saved}) than this run reads (sha256 '
+      f'{digest}): the data files or their preparation changed. Resume with '
+      f'the data it was trained on, or use a fresh --workdir.'
+    )
+  logging.info('Resumed from the checkpoint at step %d.', step)
   return state
 
 
@@ -261,9 +273,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   total_steps, stage2_step = config.num_epochs * spe, config.stage2_epoch * spe
   model = create_model(config, data.num_classes, method)
   k_init, k_train, k_dev = seed_keys(config)
-  ckpt = Checkpointer(workdir, config.keep_checkpoints)
+  ckpt = Checkpointer(
+    workdir, config.keep_checkpoints, {'split_sha256': data.digest}
+  )
   init = make_init_fn(config, model, data, mesh)
-  state = restore_or_init_state(ckpt, init, k_init)
+  state = restore_or_init_state(ckpt, init, k_init, data.digest)
   start_step = step_of(state)
 
   steps = make_stage_steps(config, model, method, data)
@@ -285,21 +299,24 @@ def train_and_evaluate(config, workdir: str) -> dict:
     start_step, jax.device_count(),
   )  # fmt: skip
   eval_every = config.eval_every_epochs * spe
-  for step in range(start_step, total_steps):
-    stage = 1 if step < stage2_step else 2
-    state, metrics = steps[stage](state, next(feeds))
-    done = step + 1
-    if done % config.log_every_steps == 0 or done == total_steps:
-      check_finite(state, ckpt)
-      scalars = progress(done, stage, metrics)
-      if writer:
-        writer.write(done, scalars)
-    if done % eval_every == 0 or done == total_steps:
-      records = evaluate_state(predict, state, data, logit_scale)
-      _record_eval(evals, records, workdir if lead else None, writer)
-    if done % config.checkpoint_every_steps == 0 or done == total_steps:
-      check_finite(state, ckpt)
-      ckpt.save(state)
+  with preemption.Watch() as watch:
+    for step in range(start_step, total_steps):
+      stage = 1 if step < stage2_step else 2
+      state, metrics = steps[stage](state, next(feeds))
+      done = step + 1
+      if done % config.log_every_steps == 0 or done == total_steps:
+        check_finite(state, ckpt)
+        scalars = progress(done, stage, metrics)
+        if writer:
+          writer.write(done, scalars)
+      if done % eval_every == 0 or done == total_steps:
+        records = evaluate_state(predict, state, data, logit_scale)
+        _record_eval(evals, records, workdir if lead else None, writer)
+      if done % config.checkpoint_every_steps == 0 or done == total_steps:
+        check_finite(state, ckpt)
+        ckpt.save(state)
+      if watch.requested(done) and done < total_steps:
+        _stop_preempted(state, ckpt, writer, watch.signum)
   check_finite(state, ckpt)
   ckpt.close()
   if not evals or evals[-1][0]['step'] != step_of(state):
@@ -310,6 +327,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
     write_results(workdir, results)
     writer.close()
   return results
+
+
+def _stop_preempted(state, ckpt, writer, signum) -> None:
+  """Checkpoints ``state``, flushes the logs and raises ``Preempted``."""
+  check_finite(state, ckpt)
+  ckpt.save(state)
+  ckpt.close()
+  if writer:
+    writer.close()
+  error = preemption.Preempted(step_of(state), signum, ckpt.directory)
+  logging.warning('%s', error)
+  raise error
 
 
 def _record_eval(evals, records, workdir, writer) -> None:

@@ -13,6 +13,7 @@ from ltjax.data.arrays import from_arrays as from_arrays
 from ltjax.data.arrays import load_npz as load_npz
 from ltjax.data.longtail import LongTailSplit as LongTailSplit
 from ltjax.data.longtail import exponential_profile as exponential_profile
+from ltjax.data.longtail import largest_imbalance as largest_imbalance
 from ltjax.data.longtail import long_tail_split as long_tail_split
 from ltjax.data.longtail import shot_groups as shot_groups
 from ltjax.data.longtail import step_profile as step_profile

@@ -130,6 +130,16 @@ def _largest_fitting_n_max(profile_fn, available, num_classes, imbalance):
   return n
 
 
+def largest_imbalance(n_max: float, num_classes: int, profile: str) -> int:
+  """The largest integer imbalance factor whose ``profile`` keeps at least
+  one example in every class at ``n_max`` (0: none does, ``n_max < 1``)."""
+  profile_fn = PROFILES[profile]
+  imbalance = int(np.floor(n_max))  # the smallest class: int(n_max / IF)
+  while imbalance >= 1 and profile_fn(n_max, num_classes, imbalance).min() < 1:
+    imbalance -= 1
+  return imbalance
+
+
 def long_tail_split(
   labels,
   num_classes: int,

@@ -1,0 +1,272 @@
+"""Faults a long run meets: preemption, damaged checkpoints, data that
+changed or does not fit. Small generated arrays (``npz`` files written
+here), a tiny model, in-process wherever no real signal is needed."""
+
+import glob
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ltjax import config_lib, inputs, preemption, train
+from ltjax.checkpoint import UnreadableCheckpointError, load_numpy
+from ltjax.summary import read_jsonl
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIG = REPO / 'configs' / 'cifar10_lt.py'
+# 400 training images of 20 classes in batches of 50: 8 steps an epoch.
+FIELDS = {
+  'num_classes': 20,
+  'data.train_file': 'train.npz',
+  'data.test_file': 'test.npz',
+  'data.dev_file': 'dev.npz',
+  'data.imbalance': 0.0,
+  'model': 'tiny',
+  'num_epochs': 2,
+  'stage2_epoch': 1,
+  'eval_every_epochs': 1,
+  'lr_boundaries': (),
+  'batch_size': 50,
+  'dev_batch_size': 20,
+  'checkpoint_every_steps': 2,
+  'keep_checkpoints': 3,
+}
+
+
+def write_npz(folder, channels=3, sizes=None):
+  """A long-tailed 20-class train file and balanced test and dev files."""
+  rng = np.random.default_rng(0)
+  sizes = sizes or {}
+  for split, n in (('train', 400), ('test', 60), ('dev', 40)):
+    labels = np.arange(n) % 20
+    if split == 'train':
+      labels[20:] = np.minimum(rng.geometric(0.25, n - 20) - 1, 19)
+    hw = sizes.get(split, 16)
+    images = rng.integers(0, 256, (n, hw, hw, channels), np.uint8)
+    np.savez(folder / f'{split}.npz', image=images, label=labels)
+  return folder
+
+
+def make_config(data_dir, **fields):
+  config = config_lib.from_file(CONFIG, 'source=npz,method=ours_ce')
+  config.data.dir = str(data_dir)
+  for key, value in {**FIELDS, **fields}.items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def flags(config):
+  """The CLI flags that give ``config`` (the fields this file sets)."""
+  out = ['--config=configs/cifar10_lt.py:source=npz,method=ours_ce']
+  for key in FIELDS:
+    node = config
+    for p in key.split('.'):
+      node = node[p]
+    out.append(f'--config.{key}={node}')
+  return out + [f'--config.data.dir={config.data.dir}']
+
+
+def assert_same_state(dir_a, dir_b):
+  (step_a, a), (step_b, b) = load_numpy(dir_a), load_numpy(dir_b)
+  assert step_a == step_b
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, a, b)))
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+  return write_npz(tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='module')
+def finished(tmp_path_factory, data_dir):
+  """A finished 16-step run: checkpoints 12, 14 and 16 kept."""
+  workdir = tmp_path_factory.mktemp('finished')
+  results = train.train_and_evaluate(make_config(data_dir), workdir)
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['12', '14', '16']
+  return workdir, results
+
+
+def damage(step_dir):
+  """Truncates the largest file of a checkpoint (the parameters' chunk)."""
+  files = glob.glob(os.path.join(step_dir, '**', '*'), recursive=True)
+  largest = max((f for f in files if os.path.isfile(f)), key=os.path.getsize)
+  with open(largest, 'r+b') as f:
+    f.truncate(os.path.getsize(largest) // 3)
+
+
+def test_damaged_latest_checkpoint_falls_back_to_the_one_before(
+  finished, data_dir, tmp_path, caplog
+):
+  done, results = finished
+  workdir = tmp_path / 'run'
+  shutil.copytree(done, workdir)
+  os.remove(workdir / 'results.json')
+  damage(workdir / 'checkpoints' / '16')
+  leftover = workdir / 'checkpoints' / '18.orbax-checkpoint-tmp-1234'
+  (leftover / 'default').mkdir(parents=True)  # a kill during a save
+  caplog.set_level('INFO')
+  again = train.train_and_evaluate(make_config(data_dir), workdir)
+  log = caplog.text
+  assert f'Checkpoint {workdir}/checkpoints/16 could not be read' in log
+  assert 'Resumed from the checkpoint at step 14' in log
+  assert (workdir / 'checkpoints_unreadable' / '16').is_dir()
+  assert not leftover.exists()
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['12', '14', '16']
+  assert_same_state(done, workdir)  # step 16 trained again, identically
+  assert json.loads(json.dumps(again)) == json.loads(json.dumps(results))
+
+
+def test_no_readable_checkpoint_names_the_folders(finished, data_dir, tmp_path):
+  done, _ = finished
+  workdir = tmp_path / 'run'
+  shutil.copytree(done, workdir)
+  for step in ('12', '14', '16'):
+    damage(workdir / 'checkpoints' / step)
+  with pytest.raises(UnreadableCheckpointError) as error:
+    train.train_and_evaluate(make_config(data_dir), workdir)
+  text = str(error.value)
+  ckpts = workdir / 'checkpoints'
+  assert f'rm -r {ckpts}/16 {ckpts}/14 {ckpts}/12' in text
+  assert 'none of the checkpoints' in text and 'fresh --workdir' in text
+  assert sorted(os.listdir(ckpts)) == ['12', '14', '16']  # nothing moved
+
+
+def test_resume_refuses_another_split_and_names_both_digests(
+  finished, tmp_path
+):
+  done, results = finished
+  workdir = tmp_path / 'run'
+  shutil.copytree(done, workdir)
+  os.remove(workdir / 'results.json')
+  shutil.rmtree(workdir / 'checkpoints' / '16')  # resume from 14
+  moved = write_npz(tmp_path)  # the data moved (allowed on resume) ...
+  train_file = np.load(moved / 'train.npz')
+  np.savez(  # ... and gained an image: another split
+    moved / 'train.npz',
+    image=np.concatenate([train_file['image'], train_file['image'][:1]]),
+    label=np.concatenate([train_file['label'], train_file['label'][:1]]),
+  )
+  config = make_config(moved)
+  new = inputs.load_array_datasets(config).digest
+  with pytest.raises(ValueError, match='another data split') as error:
+    train.train_and_evaluate(config, workdir)
+  assert results['split_sha256'] in str(error.value) and new in str(error.value)
+  assert not (workdir / 'results.json').exists()
+
+
+def test_moved_data_with_the_same_split_resumes(finished, tmp_path):
+  done, _ = finished
+  workdir = tmp_path / 'run'
+  shutil.copytree(done, workdir)
+  shutil.rmtree(workdir / 'checkpoints' / '16')
+  train.train_and_evaluate(make_config(write_npz(tmp_path)), workdir)
+  assert_same_state(done, workdir)
+
+
+def test_grayscale_images_repeat_the_channel(tmp_path):
+  gray = write_npz(tmp_path, channels=1)
+  data = inputs.load_array_datasets(make_config(gray))
+  assert data.image_shape == (16, 16, 3)
+  image = np.load(gray / 'dev.npz')['image']
+  np.testing.assert_array_equal(data.dev.image[:, ..., 2], image[..., 0])
+  results = train.train_and_evaluate(make_config(gray), tmp_path / 'run')
+  assert results['last']['test']['num_examples'] == 60
+
+
+def test_splits_of_different_image_sizes_are_refused(tmp_path):
+  write_npz(tmp_path, sizes={'test': 24})
+  with pytest.raises(ValueError, match='different sizes') as error:
+    train.train_and_evaluate(make_config(tmp_path), tmp_path / 'run')
+  assert 'train: 16x16, test: 24x24, dev: 16x16' in str(error.value)
+  assert not (tmp_path / 'run' / 'checkpoints').exists()
+
+
+def test_empty_class_message_gives_a_fix_that_works(tmp_path):
+  write_npz(tmp_path)
+  # 400 images, 2 dev per class: n_max = 18, so imbalance 50 leaves the
+  # smallest classes int(18 / 50) = 0 images.
+  config = make_config(
+    tmp_path, **{'data.imbalance': 50.0, 'data.dev_file': ''}
+  )
+  config.data.dev_per_class = 2
+  train_file = np.load(tmp_path / 'train.npz')
+  balanced = np.arange(400) % 20  # every class has 20 images
+  np.savez(tmp_path / 'train.npz', image=train_file['image'], label=balanced)
+  with pytest.raises(ValueError, match='gets no training images') as error:
+    inputs.load_array_datasets(config)
+  assert 'config.data.imbalance to at most 18' in str(error.value)
+  config.data.imbalance = 18.0
+  data = inputs.load_array_datasets(config)
+  assert data.class_counts.min() == 1 and data.class_counts.max() == 18
+
+
+def test_watch_turns_a_signal_into_a_flag_and_a_second_one_acts_as_usual():
+  before = {s: signal.getsignal(s) for s in preemption.SIGNALS}
+  with preemption.Watch() as watch:
+    assert not watch.requested(0)
+    os.kill(os.getpid(), signal.SIGINT)  # handled between bytecodes
+    time.sleep(0.01)
+    assert watch.requested(1) and watch.signum == signal.SIGINT
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.01)
+  assert {s: signal.getsignal(s) for s in preemption.SIGNALS} == before
+  error = preemption.Preempted(7, signal.SIGTERM, '/ckpt')
+  assert error.exit_status == 143
+  assert 'resume with the same command' in str(error)
+
+
+def test_sigterm_checkpoints_the_step_and_resume_matches_uninterrupted(
+  data_dir, tmp_path
+):
+  # 40 epochs (320 steps): long enough to signal mid-run.
+  config = make_config(
+    data_dir, num_epochs=40, stage2_epoch=20, checkpoint_every_steps=1000
+  )
+  config.log_every_steps = 1
+  uninterrupted = tmp_path / 'uninterrupted'
+  train.train_and_evaluate(config, uninterrupted)
+
+  workdir = tmp_path / 'preempted'
+  cmd = [sys.executable, '-m', 'ltjax.main', f'--workdir={workdir}']
+  cmd += [*flags(config), '--config.log_every_steps=1']
+  proc = subprocess.Popen(
+    cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+  )
+  seen, deadline = 0, time.time() + 300
+  while time.time() < deadline and proc.poll() is None and seen < 170:
+    if (workdir / 'metrics.jsonl').exists():
+      rows = read_jsonl(workdir / 'metrics.jsonl')
+      seen = max([r['step'] for r in rows if 'train/loss' in r], default=0)
+    time.sleep(0.01)
+  assert proc.poll() is None, 'the run ended before it could be signalled'
+  proc.send_signal(signal.SIGTERM)  # inside stage 2, the meta stage
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode == 143, stderr[-3000:]
+  steps = [int(p) for p in os.listdir(workdir / 'checkpoints') if p.isdigit()]
+  assert len(steps) == 1 and seen <= steps[0] < 320  # no finished step lost
+  assert f'ltjax: preempted by SIGTERM at step {steps[0]}' in stderr
+  assert 'resume with the same command' in stderr
+  assert 'Traceback' not in stderr
+
+  resumed = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f'Resumed from the checkpoint at step {steps[0]}' in resumed.stderr
+  assert_same_state(uninterrupted, workdir)
+  ra, rb = (
+    json.loads((d / 'results.json').read_text())
+    for d in (uninterrupted, workdir)
+  )
+  assert ra['last'] == rb['last'] and ra['dev_selected'] == rb['dev_selected']
