@@ -99,6 +99,80 @@ def test_ours_stage_applies_the_meta_step():
     )
 
 
+def direct_eps_grad(loss_fn, state, batch, dev, base_w, lr, c):
+  """``∂/∂ε mean_dev ℓ(θ - lr ∇_θ c Σ_i (w_i + ε_i) ℓ_i(θ))`` at ε = 0,
+  by ``jax.grad`` of that expression written out (no ltjax.meta)."""
+  ms = state.batch_stats
+
+  def dev_loss(eps):
+    def inner(p):
+      return c * jnp.sum((base_w + eps) * loss_fn(p, ms, batch)[0])
+
+    g = jax.grad(inner)(state.params)
+    tilde = jax.tree.map(lambda p, q: p - lr * q, state.params, g)
+    return jnp.mean(loss_fn(tilde, ms, dev)[0])
+
+  return jax.grad(dev_loss)(jnp.zeros(batch['label'].shape[0]))
+
+
+def weighted_grads(loss_fn, state, batch, weights):
+  def loss(p):
+    return jnp.mean(weights * loss_fn(p, state.batch_stats, batch)[0])
+
+  return jax.grad(loss)(state.params)
+
+
+def test_l2rw_stage_against_its_definition():
+  config, model, state, batch, dev = setup('l2rw')
+  update = train_step.make_update_fn(
+    'l2rw', model, methods.get_method('l2rw'), config, COUNTS, 10
+  )
+  new, _ = jax.jit(update)(state, batch, dev)
+  loss_fn = ltjax.models.make_loss_fn(model, ltjax.softmax_cross_entropy)
+  g = direct_eps_grad(loss_fn, state, batch, dev, 0.0, 0.1, 1.0)
+  raw = jnp.maximum(-g, 0.0)
+  assert float(raw.sum()) > 0  # some example helps: the weights are defined
+  weights = raw / raw.sum() * raw.shape[0]  # Ren et al., normalized, × |B|
+  grads = weighted_grads(loss_fn, state, batch, weights)
+  assert_trees_close(
+    new.params, sgd_step(config, state, grads, 0.1), rtol=1e-4, atol=1e-6
+  )
+
+
+def test_mwn_stage_against_its_definition():
+  config, model, state, batch, dev = setup('mwn')
+  update = train_step.make_update_fn(
+    'mwn', model, methods.get_method('mwn'), config, COUNTS, 10
+  )
+  new, _ = jax.jit(update)(state, batch, dev)
+  loss_fn = ltjax.models.make_loss_fn(model, ltjax.softmax_cross_entropy)
+  vnet = ltjax.meta_baselines.MetaWeightNet(config.mwn_hidden)
+
+  def v(phi, losses):
+    return vnet.apply({'params': phi}, losses)
+
+  losses = loss_fn(state.params, state.batch_stats, batch)[0]
+  w = v(state.vnet_params, losses)
+  b = losses.shape[0]
+  g = direct_eps_grad(loss_fn, state, batch, dev, w, 0.1, 1.0 / b)
+  # φ: one step of Adam with L2 weight decay on Σ_i g_i ∂V(ℓ_i; φ)/∂φ.
+  phi_grads = jax.grad(lambda phi: jnp.sum(v(phi, losses) * g))(
+    state.vnet_params
+  )
+  opt = optax.chain(
+    optax.add_decayed_weights(config.mwn_wd), optax.adam(config.mwn_lr)
+  )
+  updates, _ = opt.update(
+    phi_grads, opt.init(state.vnet_params), state.vnet_params
+  )
+  phi = optax.apply_updates(state.vnet_params, updates)
+  assert_trees_close(new.vnet_params, phi, rtol=1e-5, atol=1e-7)
+  grads = weighted_grads(loss_fn, state, batch, v(phi, losses))
+  assert_trees_close(
+    new.params, sgd_step(config, state, grads, 0.1), rtol=1e-4, atol=1e-6
+  )
+
+
 # Every (loss, stage) pair that some method of the paper's tables runs.
 PAIRS = sorted(
   {
