@@ -270,3 +270,62 @@ def test_sigterm_checkpoints_the_step_and_resume_matches_uninterrupted(
     for d in (uninterrupted, workdir)
   )
   assert ra['last'] == rb['last'] and ra['dev_selected'] == rb['dev_selected']
+
+
+def _free_port() -> int:
+  import socket
+
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
+  data_dir, tmp_path
+):
+  # Two jax.distributed processes on this CPU (gloo collectives), 96 steps;
+  # only process 1 is sent SIGTERM: JAX's preemption service makes both
+  # checkpoint the same step and stop.
+  config = make_config(
+    data_dir, num_epochs=12, stage2_epoch=6, checkpoint_every_steps=1000
+  )
+  workdir = tmp_path / 'two'
+  cmd = [sys.executable, '-m', 'ltjax.main', f'--workdir={workdir}']
+  cmd += [*flags(config), '--config.log_every_steps=1']
+  env = {**os.environ, 'JAX_CPU_COLLECTIVES_IMPLEMENTATION': 'gloo'}
+
+  def launch():
+    address = f'--coordinator_address=localhost:{_free_port()}'
+    return [
+      subprocess.Popen(
+        [*cmd, address, '--num_processes=2', f'--process_id={i}'],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+      )  # fmt: skip
+      for i in (0, 1)
+    ]
+
+  procs = launch()
+  seen, deadline = 0, time.time() + 300
+  while time.time() < deadline and procs[0].poll() is None and seen < 30:
+    if (workdir / 'metrics.jsonl').exists():
+      rows = read_jsonl(workdir / 'metrics.jsonl')
+      seen = max([r['step'] for r in rows if 'train/loss' in r], default=0)
+    time.sleep(0.01)
+  assert procs[0].poll() is None, 'the run ended before it could be signalled'
+  procs[1].send_signal(signal.SIGTERM)
+  errs = [p.communicate(timeout=180)[1] for p in procs]
+  assert [p.returncode for p in procs] == [143, 143], errs[0][-2000:]
+  steps = [int(p) for p in os.listdir(workdir / 'checkpoints') if p.isdigit()]
+  assert len(steps) == 1 and seen <= steps[0] < 96
+  for err in errs:
+    assert f'ltjax: preempted by SIGTERM at step {steps[0]}' in err
+
+  procs = launch()
+  errs = [p.communicate(timeout=300)[1] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:]
+  assert f'Resumed from the checkpoint at step {steps[0]}' in errs[0]
+  assert json.loads((workdir / 'results.json').read_text())['steps'] == 96
