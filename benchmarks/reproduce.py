@@ -336,6 +336,28 @@ def summarize_run(run, config, results, seconds, stage1_seconds, shared):
   }
 
 
+def stopped_summary(run, args, error) -> dict:
+  """The summary of a run that stopped on a non-finite loss: a result of
+  its settings (rerunning gives the same), recorded so the grid goes on."""
+  config = make_config(run, args.data_dir, args.set)
+  return {
+    'name': run.name,
+    'method': run.method,
+    'imbalance': run.imbalance,
+    'num_seeds': run.seeds,
+    'seed': run.seed,
+    'overrides': dict(run.overrides),
+    'command': ' '.join(
+      ['python -m ltjax.main', run.variant]
+      + [f"'--config.{s}'" for s in config_overrides_of(run, config)]
+      + ['--config.data.dir=DATA_DIR --workdir=WORKDIR']
+    ),
+    'commit': _git_commit(),
+    'machine': machine.header(),
+    'stopped': str(error),
+  }
+
+
 SCHEDULE_FIELDS = ('model', 'num_epochs', 'stage2_epoch', 'learning_rate',
                    'lr_boundaries', 'lr_decay', 'warmup_epochs', 'batch_size',
                    'dev_batch_size', 'eval_every_epochs')  # fmt: skip
@@ -384,7 +406,11 @@ def main(argv=None) -> None:
         print(f'[reproduce] {i + 1}/{len(runs)} {run.name}: done, skipped')
         continue
       print(f'[reproduce] {i + 1}/{len(runs)} {run.name}', flush=True)
-      summary = train_run(run, args)
+      try:
+        summary = train_run(run, args)
+      except FloatingPointError as error:  # the trainer's non-finite stop
+        print(f'[reproduce] {run.name} stopped: {error}', flush=True)
+        summary = stopped_summary(run, args, error)
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path + '.tmp', 'w') as f:
         json.dump(summary, f, indent=1)

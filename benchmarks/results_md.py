@@ -276,7 +276,12 @@ def render(
     ]
   imbalances = sorted({s['imbalance'] for s in summaries}, reverse=True)
   for imb in imbalances:
-    runs = [s for s in summaries if s['imbalance'] == imb]
+    stopped = [s for s in summaries if s['imbalance'] == imb and 'stopped' in s]
+    runs = [
+      s for s in summaries if s['imbalance'] == imb and 'stopped' not in s
+    ]
+    if not runs:
+      continue
     groups = merge(runs)
     plain = [g for g in groups if not g['overrides']]
     lines += ['', f'## Imbalance {imb}', '']
@@ -284,10 +289,14 @@ def render(
     lines += _main_table(plain, imb, paper)
     lines += _paired(plain)
     lines += _eps_table(groups)
+    if stopped:
+      lines += ['', 'Runs that stopped on a non-finite loss (in no table):', '']
+      lines += [f'- {s["name"]}: {s["stopped"]}' for s in stopped]
     lines += _figures(groups, imb, figures_dir, rel)
     lines += ['', 'Commands:', '']
     lines += [
-      f'- {s["name"]}: `{s["command"]}`' for s in sorted(runs, key=_method_key)
+      f'- {s["name"]}: `{s["command"]}`'
+      for s in sorted(runs + stopped, key=_method_key)
     ]
   return '\n'.join(lines) + '\n'
 

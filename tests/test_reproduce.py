@@ -154,3 +154,34 @@ def test_bad_flags():
     reproduce.parse_args(['--grids=imb7'])
   with pytest.raises(SystemExit):
     reproduce.parse_args([])  # training needs --data_dir
+
+
+def test_a_run_that_stops_non_finite_is_recorded_and_the_grid_goes_on(
+  grid, tmp_path, monkeypatch, cifar_prefix_npz
+):
+  import shutil
+
+  shutil.copytree(grid / 'results', tmp_path / 'results')
+  trained = []
+
+  def train_run(run, args):
+    if run.name == 'ours_ce_eps_lr=100_seed0':
+      raise FloatingPointError('non-finite training loss at step 12; stopped.')
+    trained.append(run.name)
+    raise AssertionError(f'{run.name} has a summary already')
+
+  monkeypatch.setattr(reproduce, 'train_run', train_run)
+  only = '--only=ours_ce_seed0,cb_finetune_seed0,ours_ce_eps_lr=100_seed0'
+  reproduce.main(argv(tmp_path, cifar_prefix_npz.parent, only))
+  assert trained == []  # the two finished runs were skipped
+  s = json.loads(
+    (tmp_path / 'results/imb100/ours_ce_eps_lr=100_seed0.json').read_text()
+  )
+  assert s['stopped'].startswith('non-finite training loss at step 12')
+  assert '--config.eps_lr=100.0' in s['command']
+  text = (tmp_path / 'RESULTS.md').read_text()
+  assert 'Runs that stopped on a non-finite loss' in text
+  assert (
+    '- ours_ce_eps_lr=100_seed0: non-finite training loss at step 12' in text
+  )
+  assert '| ours_ce | 1 |' in text  # the finished runs' rows are still there
