@@ -231,9 +231,9 @@ def test_watch_turns_a_signal_into_a_flag_and_a_second_one_acts_as_usual():
 def test_sigterm_checkpoints_the_step_and_resume_matches_uninterrupted(
   data_dir, tmp_path
 ):
-  # 40 epochs (320 steps): long enough to signal mid-run.
+  # 24 epochs (192 steps): long enough to signal mid-run.
   config = make_config(
-    data_dir, num_epochs=40, stage2_epoch=20, checkpoint_every_steps=1000
+    data_dir, num_epochs=24, stage2_epoch=12, checkpoint_every_steps=1000
   )
   config.log_every_steps = 1
   uninterrupted = tmp_path / 'uninterrupted'
@@ -246,7 +246,7 @@ def test_sigterm_checkpoints_the_step_and_resume_matches_uninterrupted(
     cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
   )
   seen, deadline = 0, time.time() + 300
-  while time.time() < deadline and proc.poll() is None and seen < 170:
+  while time.time() < deadline and proc.poll() is None and seen < 100:
     if (workdir / 'metrics.jsonl').exists():
       rows = read_jsonl(workdir / 'metrics.jsonl')
       seen = max([r['step'] for r in rows if 'train/loss' in r], default=0)
@@ -256,7 +256,7 @@ def test_sigterm_checkpoints_the_step_and_resume_matches_uninterrupted(
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 143, stderr[-3000:]
   steps = [int(p) for p in os.listdir(workdir / 'checkpoints') if p.isdigit()]
-  assert len(steps) == 1 and seen <= steps[0] < 320  # no finished step lost
+  assert len(steps) == 1 and seen <= steps[0] < 192  # no finished step lost
   assert f'ltjax: preempted by SIGTERM at step {steps[0]}' in stderr
   assert 'resume with the same command' in stderr
   assert 'Traceback' not in stderr
@@ -283,11 +283,11 @@ def _free_port() -> int:
 def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
   data_dir, tmp_path
 ):
-  # Two jax.distributed processes on this CPU (gloo collectives), 96 steps;
+  # Two jax.distributed processes on this CPU (gloo collectives), 48 steps;
   # only process 1 is sent SIGTERM: JAX's preemption service makes both
   # checkpoint the same step and stop.
   config = make_config(
-    data_dir, num_epochs=12, stage2_epoch=6, checkpoint_every_steps=1000
+    data_dir, num_epochs=6, stage2_epoch=3, checkpoint_every_steps=1000
   )
   workdir = tmp_path / 'two'
   cmd = [sys.executable, '-m', 'ltjax.main', f'--workdir={workdir}']
@@ -310,7 +310,7 @@ def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
 
   procs = launch()
   seen, deadline = 0, time.time() + 300
-  while time.time() < deadline and procs[0].poll() is None and seen < 30:
+  while time.time() < deadline and procs[0].poll() is None and seen < 10:
     if (workdir / 'metrics.jsonl').exists():
       rows = read_jsonl(workdir / 'metrics.jsonl')
       seen = max([r['step'] for r in rows if 'train/loss' in r], default=0)
@@ -320,7 +320,7 @@ def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
   errs = [p.communicate(timeout=180)[1] for p in procs]
   assert [p.returncode for p in procs] == [143, 143], errs[0][-2000:]
   steps = [int(p) for p in os.listdir(workdir / 'checkpoints') if p.isdigit()]
-  assert len(steps) == 1 and seen <= steps[0] < 96
+  assert len(steps) == 1 and seen <= steps[0] < 48
   for err in errs:
     assert f'ltjax: preempted by SIGTERM at step {steps[0]}' in err
 
@@ -328,4 +328,4 @@ def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
   errs = [p.communicate(timeout=300)[1] for p in procs]
   assert [p.returncode for p in procs] == [0, 0], errs[0][-2000:]
   assert f'Resumed from the checkpoint at step {steps[0]}' in errs[0]
-  assert json.loads((workdir / 'results.json').read_text())['steps'] == 96
+  assert json.loads((workdir / 'results.json').read_text())['steps'] == 48

@@ -49,8 +49,8 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
       stage, model, method, config, data.class_counts, data.steps_per_epoch
     )
     separate = []
+    step = train_step.make_train_step(update, data)  # one compile, two seeds
     for k_init, k_train, k_dev in keys:
-      step = train_step.make_train_step(update, data)
       feeds = data.train_feeds(k_train, k_dev, 0, 0)
       state = init(k_init)
       for _ in range(2):
