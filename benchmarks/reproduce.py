@@ -354,7 +354,11 @@ def stopped_summary(run, args, error) -> dict:
     ),
     'commit': _git_commit(),
     'machine': machine.header(),
-    'stopped': str(error),
+    # The message names the run's folder: WORKDIR, as in 'command'.
+    'stopped': str(error).replace(
+      os.path.join(os.path.abspath(args.workdir), f'imb{run.imbalance}'),
+      'WORKDIR',
+    ),
   }
 
 

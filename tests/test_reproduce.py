@@ -166,7 +166,10 @@ def test_a_run_that_stops_non_finite_is_recorded_and_the_grid_goes_on(
 
   def train_run(run, args):
     if run.name == 'ours_ce_eps_lr=100_seed0':
-      raise FloatingPointError('non-finite training loss at step 12; stopped.')
+      raise FloatingPointError(
+        'non-finite training loss at step 12; stopped. The last good '
+        f'checkpoint is kept in {tmp_path / "runs/imb100" / run.name}.'
+      )
     trained.append(run.name)
     raise AssertionError(f'{run.name} has a summary already')
 
@@ -178,6 +181,8 @@ def test_a_run_that_stops_non_finite_is_recorded_and_the_grid_goes_on(
     (tmp_path / 'results/imb100/ours_ce_eps_lr=100_seed0.json').read_text()
   )
   assert s['stopped'].startswith('non-finite training loss at step 12')
+  assert 'kept in WORKDIR/ours_ce_eps_lr=100_seed0.' in s['stopped']
+  assert str(tmp_path) not in s['stopped']  # no machine paths in results
   assert '--config.eps_lr=100.0' in s['command']
   text = (tmp_path / 'RESULTS.md').read_text()
   assert 'Runs that stopped on a non-finite loss' in text
