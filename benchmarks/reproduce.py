@@ -296,12 +296,8 @@ def _record(r: dict) -> dict:
   }
 
 
-def summarize_run(run, config, results, seconds, stage1_seconds, shared):
-  per_seed = results.get('seeds') or [
-    {'last': results['last'], 'dev_selected': results['dev_selected']}
-  ]
-  cw = results['conditional_weights']
-  eps_rms = np.sqrt(np.square(cw['eps_std']) + np.square(cw['eps_mean']))
+def _identity(run, config) -> dict:
+  """What names a run in its summary: the cell and its exact command."""
   return {
     'name': run.name,
     'method': run.method,
@@ -314,6 +310,17 @@ def summarize_run(run, config, results, seconds, stage1_seconds, shared):
       + [f"'--config.{s}'" for s in config_overrides_of(run, config)]
       + ['--config.data.dir=DATA_DIR --workdir=WORKDIR']
     ),
+  }
+
+
+def summarize_run(run, config, results, seconds, stage1_seconds, shared):
+  per_seed = results.get('seeds') or [
+    {'last': results['last'], 'dev_selected': results['dev_selected']}
+  ]
+  cw = results['conditional_weights']
+  eps_rms = np.sqrt(np.square(cw['eps_std']) + np.square(cw['eps_mean']))
+  return {
+    **_identity(run, config),
     'schedule': {k: config[k] for k in SCHEDULE_FIELDS},
     'pool_class_counts': pool_class_counts(config),
     'dev_per_class': config.data.dev_per_class,
@@ -341,17 +348,7 @@ def stopped_summary(run, args, error) -> dict:
   its settings (rerunning gives the same), recorded so the grid goes on."""
   config = make_config(run, args.data_dir, args.set)
   return {
-    'name': run.name,
-    'method': run.method,
-    'imbalance': run.imbalance,
-    'num_seeds': run.seeds,
-    'seed': run.seed,
-    'overrides': dict(run.overrides),
-    'command': ' '.join(
-      ['python -m ltjax.main', run.variant]
-      + [f"'--config.{s}'" for s in config_overrides_of(run, config)]
-      + ['--config.data.dir=DATA_DIR --workdir=WORKDIR']
-    ),
+    **_identity(run, config),
     'commit': _git_commit(),
     'machine': machine.header(),
     # The message names the run's folder: WORKDIR, as in 'command'.

@@ -35,6 +35,18 @@ def setup(method='ours_ce'):
   return config, model, state, batch, dev
 
 
+def one_step(name, stage):
+  """``setup(name)``, the state after one jitted ``stage`` update, and the
+  CE ``loss_fn`` of the model, for a direct computation to compare with."""
+  config, model, state, batch, dev = setup(name)
+  update = train_step.make_update_fn(
+    stage, model, methods.get_method(name), config, COUNTS, 10
+  )
+  new, _ = jax.jit(update)(state, batch, dev)
+  loss_fn = ltjax.models.make_loss_fn(model, ltjax.softmax_cross_entropy)
+  return config, model, state, batch, dev, new, loss_fn
+
+
 def sgd_step(config, state, grads, lr):
   opt = optax.chain(
     optax.add_decayed_weights(config.weight_decay),
@@ -71,12 +83,7 @@ def test_plain_and_class_balanced_stages(stage):
 
 
 def test_ours_stage_applies_the_meta_step():
-  config, model, state, batch, dev = setup('ours_ce')
-  update = train_step.make_update_fn(
-    'ours', model, methods.get_method('ours_ce'), config, COUNTS, 10
-  )
-  new, _ = jax.jit(update)(state, batch, dev)
-  loss_fn = ltjax.models.make_loss_fn(model, ltjax.softmax_cross_entropy)
+  config, model, state, batch, dev, new, loss_fn = one_step('ours_ce', 'ours')
   w = jnp.asarray(ltjax.class_balanced_weights(COUNTS), jnp.float32)
   out = ltjax.meta_step(
     loss_fn, state.params, state.batch_stats, batch, dev,
@@ -123,12 +130,7 @@ def weighted_grads(loss_fn, state, batch, weights):
 
 
 def test_l2rw_stage_against_its_definition():
-  config, model, state, batch, dev = setup('l2rw')
-  update = train_step.make_update_fn(
-    'l2rw', model, methods.get_method('l2rw'), config, COUNTS, 10
-  )
-  new, _ = jax.jit(update)(state, batch, dev)
-  loss_fn = ltjax.models.make_loss_fn(model, ltjax.softmax_cross_entropy)
+  config, model, state, batch, dev, new, loss_fn = one_step('l2rw', 'l2rw')
   g = direct_eps_grad(loss_fn, state, batch, dev, 0.0, 0.1, 1.0)
   raw = jnp.maximum(-g, 0.0)
   assert float(raw.sum()) > 0  # some example helps: the weights are defined
@@ -140,12 +142,7 @@ def test_l2rw_stage_against_its_definition():
 
 
 def test_mwn_stage_against_its_definition():
-  config, model, state, batch, dev = setup('mwn')
-  update = train_step.make_update_fn(
-    'mwn', model, methods.get_method('mwn'), config, COUNTS, 10
-  )
-  new, _ = jax.jit(update)(state, batch, dev)
-  loss_fn = ltjax.models.make_loss_fn(model, ltjax.softmax_cross_entropy)
+  config, model, state, batch, dev, new, loss_fn = one_step('mwn', 'mwn')
   vnet = ltjax.meta_baselines.MetaWeightNet(config.mwn_hidden)
 
   def v(phi, losses):
