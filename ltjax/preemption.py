@@ -3,7 +3,7 @@
 Clusters preempt jobs with SIGTERM and a grace period. :class:`Watch` turns
 the signal into a flag that the training loop reads after every step: the
 step in flight finishes, a checkpoint is written, and
-:class:`ltjax.train.train_and_evaluate` raises :class:`Preempted`, which the
+:func:`ltjax.train.train_and_evaluate` raises :class:`Preempted`, which the
 CLI prints as one line and turns into exit status ``128 + signal`` (143 for
 SIGTERM, 130 for SIGINT). Resuming with the same command continues from
 that step, exactly as if the run had not stopped. A second signal acts as
