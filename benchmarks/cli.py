@@ -1,8 +1,10 @@
-"""Flags shared by the benchmarks' command lines."""
+"""Flags and progress lines shared by the benchmarks' command lines."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 
 
 def parser(doc: str):
@@ -36,3 +38,18 @@ def add_torch_device(add) -> None:
     default='auto',
     help="PyTorch's device; auto: cuda where JAX runs on a GPU, else cpu",
   )
+
+
+def log(text: str) -> None:
+  """A progress line, on stderr (stdout carries the report)."""
+  print(text, file=sys.stderr, flush=True)
+
+
+def progress_due(every: int, done: int, total: int) -> bool:
+  """Whether step ``done`` of ``total`` gets a line (every ``every``; 0: none)."""
+  return bool(every) and (done % every == 0 or done == total)
+
+
+def progress(label, done, total, images, start) -> None:
+  rate = images / (time.perf_counter() - start)
+  log(f'  {label}: step {done}/{total}, {rate:.1f} images/s')

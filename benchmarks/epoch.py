@@ -37,7 +37,8 @@ stage ``ours`` of method ``ours_ce``) in one jitted, donated step. The first cal
 then starts from a fresh state and ends when its last state is ready; every
 ``--log_every`` steps it waits for the step for the progress line (stderr).
 
-PyTorch: as the official code (``C-LT/main.py``, ``data_utils.py``): a
+PyTorch (:mod:`benchmarks.torch_epoch`): as the official code
+(``C-LT/main.py``, ``data_utils.py``): a
 ``Dataset`` over the uint8 HWC arrays turns each image into a PIL image and
 applies the official ``ToTensor``, reflect pad 4, ``ToPILImage``,
 ``RandomCrop(32)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``
@@ -67,14 +68,12 @@ import os
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 import PIL
 
 from benchmarks import cli, machine
 from benchmarks.meta_step import MODELS
-from benchmarks.torch_data import ArrayDataset
 
 STAGES = ('ce', 'meta')
 IMPLS = ('ltjax', 'torch')
@@ -172,19 +171,6 @@ def first_step(config, steps_per_epoch, stage):
   return 0 if stage == 'ce' else config.stage2_epoch * steps_per_epoch
 
 
-def log(text):
-  print(text, file=sys.stderr, flush=True)
-
-
-def progress_due(args, done, total) -> bool:
-  return bool(args.log_every) and (done % args.log_every == 0 or done == total)
-
-
-def progress(label, done, total, images, start):
-  rate = images / (time.perf_counter() - start)
-  log(f'  {label}: step {done}/{total}, {rate:.1f} images/s')
-
-
 # --- ltjax: the trainer's input and update -------------------------------------
 
 
@@ -248,7 +234,7 @@ def ltjax_epochs(args, config, data) -> dict:
     n = min(args.steps, spe) if args.steps else spe
     label = f'ltjax {stage}'
 
-    log(f'{label}: compiling')
+    cli.log(f'{label}: compiling')
     state = jax.block_until_ready(init(k_init))
     with _CompileClock() as clock:
       t0 = time.perf_counter()
@@ -259,14 +245,14 @@ def ltjax_epochs(args, config, data) -> dict:
 
     state = jax.block_until_ready(init(k_init))
     time.sleep(args.pause)
-    log(f'{label}: {n} steps of {args.batch_size}')
+    cli.log(f'{label}: {n} steps of {args.batch_size}')
     with _CompileClock() as recompiles:
       t0 = time.perf_counter()
       for i in range(n):
         state, metrics = step(state, next(feeds))
-        if progress_due(args, i + 1, n):
+        if cli.progress_due(args.log_every, i + 1, n):
           jax.block_until_ready(metrics)
-          progress(label, i + 1, n, (i + 1) * args.batch_size, t0)
+          cli.progress(label, i + 1, n, (i + 1) * args.batch_size, t0)
       jax.block_until_ready((state, metrics))
       wall = time.perf_counter() - t0
     out[stage] = {
@@ -278,105 +264,6 @@ def ltjax_epochs(args, config, data) -> dict:
       'recompiles': recompiles.count,
       'loss': float(metrics['train/loss']),
       'finite': int(state.first_bad_step) < 0,
-    }
-  return out
-
-
-# --- PyTorch: the official loop -------------------------------------------------
-
-
-def torch_step(stage, net, opt, x, y, dev_loader, w, lr, device) -> float:
-  """One official step: CE, or ``train_meta`` with a fresh dev iterator."""
-  from benchmarks import torch_reference
-
-  x, y = x.to(device), y.to(device)
-  if stage == 'ce':
-    loss = torch_reference.official_ce_step(net, opt, x, y)
-  else:
-    xd, yd = next(iter(dev_loader))  # as the official train_meta
-    xd, yd = xd.to(device), yd.to(device)
-    loss = torch_reference.official_meta_step(
-      net, opt, x, y, xd, yd, w, inner_lr=lr
-    )['train_loss']
-  return loss.item()
-
-
-def torch_epochs(args, config, arrays) -> dict:
-  """{stage: result} on ``arrays``, the host split of ``config``."""
-  import torch
-  from torch.utils.data import DataLoader
-
-  from benchmarks import torch_reference
-  from ltjax import weighting
-  from ltjax.data import device_pipeline as pipeline
-
-  torch.set_num_threads(args.threads or os.cpu_count())
-  device = machine.torch_device(args.torch_device)
-  # Workers run only PIL and torch code, never JAX: its fork warning is moot.
-  warnings.filterwarnings('ignore', message=r'os\.fork\(\) was called')
-
-  def loader(split, batch_size):
-    return DataLoader(
-      ArrayDataset(split.image, split.label),
-      batch_size=batch_size,
-      shuffle=True,
-      num_workers=args.workers,
-    )
-
-  train_loader = loader(arrays.train, args.batch_size)
-  dev_loader = loader(arrays.dev, args.dev_batch_size)
-  w = torch.as_tensor(
-    np.asarray(
-      weighting.class_balanced_weights(arrays.class_counts, config.cb_beta),
-      np.float32,
-    ),
-    device=device,
-  )
-  spe = pipeline.steps_per_epoch(len(arrays.train), args.batch_size)
-  stage_sizes, widths = MODELS[args.model]
-  out = {}
-  for stage in args.stages:
-    lr = stage_lr(config, spe, stage)
-
-    def make(lr=lr):
-      torch.manual_seed(config.seed)
-      net = torch_reference.CifarResNet(stage_sizes, widths, NUM_CLASSES)
-      net = net.to(device)
-      return net, torch_reference.make_sgd(net, lr)
-
-    def step(net, opt, x, y, stage=stage, lr=lr):
-      return torch_step(stage, net, opt, x, y, dev_loader, w, lr, device)
-
-    n = min(args.steps, len(train_loader)) if args.steps else len(train_loader)
-    label = f'torch {stage}'
-    net, opt = make()
-    t0 = time.perf_counter()
-    step(net, opt, *next(iter(train_loader)))
-    first = time.perf_counter() - t0
-
-    net, opt = make()
-    time.sleep(args.pause)
-    log(f'{label}: {n} steps of {args.batch_size}, {args.workers} workers')
-    images = 0
-    t0 = time.perf_counter()
-    batches = iter(train_loader)
-    for i in range(n):
-      x, y = next(batches)
-      loss = step(net, opt, x, y)
-      images += len(y)
-      if progress_due(args, i + 1, n):
-        progress(label, i + 1, n, images, t0)
-    wall = time.perf_counter() - t0  # at the last step, as for ltjax
-    del batches  # stops its workers (prefetching, if the epoch is partial)
-    out[stage] = {
-      'steps': n,
-      'images': images,
-      'wall': wall,
-      'first': first,
-      'compile': None,
-      'recompiles': 0,
-      'loss': loss,
-      'finite': bool(np.isfinite(loss)),
     }
   return out
 
@@ -414,13 +301,13 @@ def table(results) -> str:
 def main(argv=None) -> str:
   args = parse_args(sys.argv[1:] if argv is None else list(argv))
 
-  from ltjax import inputs, train
+  from ltjax import datasets, inputs, train
 
   results = {}
   with tempfile.TemporaryDirectory(prefix='ltjax_epoch_') as workdir:
-    log('preparing the data')
+    cli.log('preparing the data')
     config = make_config(args, workdir)
-    arrays = inputs.load_array_datasets(config)
+    arrays = datasets.load_array_datasets(config)
     data = inputs.DeviceInput(config, train.make_mesh(), arrays)
     spe = data.steps_per_epoch
     if 'ltjax' in args.impls:
@@ -428,7 +315,15 @@ def main(argv=None) -> str:
         results[('ltjax', stage)] = r
     del data
     if 'torch' in args.impls:
-      for stage, r in torch_epochs(args, config, arrays).items():
+      from benchmarks import (
+        torch_epoch,  # lazily: ltjax-only runs need no torch
+      )
+
+      lrs = {s: stage_lr(config, spe, s) for s in args.stages}
+      model = MODELS[args.model]
+      for stage, r in torch_epoch.torch_epochs(
+        args, config, arrays, lrs, model
+      ).items():
         results[('torch', stage)] = r
 
   source = (

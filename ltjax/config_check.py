@@ -14,7 +14,7 @@ import numbers
 import jax
 from absl import logging
 
-from ltjax import inputs, methods, models
+from ltjax import datasets, methods, models
 from ltjax.data.specs import DEV_SOURCES
 
 
@@ -42,7 +42,10 @@ _INT, _NUM, _STR, _BOOL = 'int', 'number', 'str', 'bool'
 
 # field: (type, (predicate, what is allowed)).
 RULES = {
-  'dataset': (_STR, _choice([*inputs.ARRAY_DATASETS, *inputs.LARGE_DATASETS])),
+  'dataset': (
+    _STR,
+    _choice([*datasets.ARRAY_DATASETS, *datasets.LARGE_DATASETS]),
+  ),
   'method': (_STR, _choice(methods.METHODS)),
   'model': (_STR, _choice(models.MODELS)),
   'num_classes': (_INT, _at_least(2)),
@@ -131,7 +134,7 @@ def _fail(field, value, allowed):
 def check(config) -> None:
   """Raises :class:`ConfigError` for the first bad field or combination."""
   # The names first, with the registries' own messages (they list choices).
-  inputs.check_dataset_name(config.dataset)
+  datasets.check_dataset_name(config.dataset)
   methods.get_method(config.method)
   models.registry.check_model(config.model)
   imbalance = config.data.imbalance
@@ -175,7 +178,7 @@ def _check_schedule(config) -> None:
     _fail('lr_boundaries', config.lr_boundaries, 'epochs in increasing order')
   if config.warmup_epochs > n:
     _fail('warmup_epochs', config.warmup_epochs, f'<= num_epochs={n}')
-  if config.num_seeds > 1 and config.dataset in inputs.LARGE_DATASETS:
+  if config.num_seeds > 1 and config.dataset in datasets.LARGE_DATASETS:
     _fail(
       'num_seeds',
       config.num_seeds,

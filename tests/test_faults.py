@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from ltjax import config_lib, inputs, preemption, train
+from ltjax import config_lib, datasets, preemption, train
 from ltjax.checkpoint import UnreadableCheckpointError, load_numpy
 from ltjax.summary import read_jsonl
 
@@ -159,7 +159,7 @@ def test_resume_refuses_another_split_and_names_both_digests(
     label=np.concatenate([train_file['label'], train_file['label'][:1]]),
   )
   config = make_config(moved)
-  new = inputs.load_array_datasets(config).digest
+  new = datasets.load_array_datasets(config).digest
   with pytest.raises(ValueError, match='another data split') as error:
     train.train_and_evaluate(config, workdir)
   assert results['split_sha256'] in str(error.value) and new in str(error.value)
@@ -177,7 +177,7 @@ def test_moved_data_with_the_same_split_resumes(finished, tmp_path):
 
 def test_grayscale_images_repeat_the_channel(tmp_path):
   gray = write_npz(tmp_path, channels=1)
-  data = inputs.load_array_datasets(make_config(gray))
+  data = datasets.load_array_datasets(make_config(gray))
   assert data.image_shape == (16, 16, 3)
   image = np.load(gray / 'dev.npz')['image']
   np.testing.assert_array_equal(data.dev.image[:, ..., 2], image[..., 0])
@@ -205,10 +205,10 @@ def test_empty_class_message_gives_a_fix_that_works(tmp_path):
   balanced = np.arange(400) % 20  # every class has 20 images
   np.savez(tmp_path / 'train.npz', image=train_file['image'], label=balanced)
   with pytest.raises(ValueError, match='gets no training images') as error:
-    inputs.load_array_datasets(config)
+    datasets.load_array_datasets(config)
   assert 'config.data.imbalance to at most 18' in str(error.value)
   config.data.imbalance = 18.0
-  data = inputs.load_array_datasets(config)
+  data = datasets.load_array_datasets(config)
   assert data.class_counts.min() == 1 and data.class_counts.max() == 18
 
 
