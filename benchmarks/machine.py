@@ -1,5 +1,6 @@
-"""The machine a benchmark ran on, for the tables it prints."""
+"""The machine a benchmark ran on, for the tables it prints, and its memory."""
 
+import ctypes
 import platform
 
 
@@ -53,3 +54,24 @@ def header(torch_module=None) -> str:
     + f'{platform.system()}; jax {jax.__version__} ({jax.default_backend()})'
     + torch
   )
+
+
+def _status_kib(key: str) -> int:
+  with open('/proc/self/status') as f:
+    for line in f:
+      if line.startswith(key + ':'):
+        return int(line.split()[1])
+  raise KeyError(key)
+
+
+def rss_peak_rise(fn, times: int) -> int:
+  """Bytes by which ``times`` calls of ``fn`` raise this process's resident
+  high-water mark (Linux: ``VmHWM`` reset through ``/proc/self/clear_refs``,
+  after giving freed heap back with ``malloc_trim``)."""
+  ctypes.CDLL('libc.so.6').malloc_trim(0)
+  with open('/proc/self/clear_refs', 'w') as f:
+    f.write('5')  # reset VmHWM to the current resident set
+  before = _status_kib('VmRSS')
+  for _ in range(times):
+    fn()
+  return (_status_kib('VmHWM') - before) * 1024

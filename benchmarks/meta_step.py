@@ -47,7 +47,6 @@ step: arguments + outputs + temporaries - donated (aliased) bytes.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import subprocess
@@ -235,27 +234,13 @@ def torch_steps(args, data, steps, variant=None):
   return out
 
 
-def _status_kib(key: str) -> int:
-  with open('/proc/self/status') as f:
-    for line in f:
-      if line.startswith(key + ':'):
-        return int(line.split()[1])
-  raise KeyError(key)
-
-
 def probe_memory(args) -> None:
   """Child process: prints the high-water rise of two steps, in bytes."""
   impl, step = args.probe.split(':')
   make = ltjax_steps if impl == 'ltjax' else torch_steps
   variant = (args.conv_impl[-1], args.xla_options[-1])
   run = make(args, make_data(args), [step], variant)[step][0]
-  ctypes.CDLL('libc.so.6').malloc_trim(0)
-  with open('/proc/self/clear_refs', 'w') as f:
-    f.write('5')  # reset VmHWM to the current resident set
-  before = _status_kib('VmRSS')
-  for _ in range(2):
-    run()
-  print(json.dumps({'rss_peak_delta': (_status_kib('VmHWM') - before) * 1024}))
+  print(json.dumps({'rss_peak_delta': machine.rss_peak_rise(run, 2)}))
 
 
 def measure_memory(argv, impl, variant, step) -> float | None:
