@@ -57,6 +57,34 @@ def load(path: str | None) -> data.ArrayData:
     raise SystemExit(f'--data: {e}') from None
 
 
+def make_train_step(loss_fn, opt, train_data, dev_data, keys, class_weights):
+  """A jitted step ``(params, stats, opt_state, step) -> (..., out, eps per
+  class summed, examples per class)`` of ``ltjax.meta_step`` and ``opt``."""
+  k_train, k_dev = keys
+  num_classes = len(class_weights)
+
+  @jax.jit
+  def train_step(params, stats, opt_state, step):
+    # Batches gathered and augmented on the device, from (key, step).
+    batch = pipeline.train_batch(train_data, k_train, step, FLAGS.batch_size)
+    dev_batch = pipeline.dev_batch(
+      dev_data, jax.random.fold_in(k_dev, step), FLAGS.batch_size
+    )
+    out = ltjax.meta_step(
+      loss_fn, params, stats, batch, dev_batch, class_weights[batch['label']],
+      inner_lr=FLAGS.lr,
+    )  # fmt: skip
+    updates, opt_state = opt.update(out.grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    eps_sum = jax.ops.segment_sum(out.eps, batch['label'], num_classes)
+    seen = jax.ops.segment_sum(
+      jnp.ones_like(out.eps), batch['label'], num_classes
+    )
+    return params, out.model_state, opt_state, out, eps_sum, seen
+
+  return train_step
+
+
 def main(argv):
   del argv
   arrays = load(FLAGS.data)
@@ -82,24 +110,9 @@ def main(argv):
   )
   opt_state = opt.init(params)
 
-  @jax.jit
-  def train_step(params, stats, opt_state, step):
-    # Batches gathered and augmented on the device, from (key, step).
-    batch = pipeline.train_batch(train_data, k_train, step, FLAGS.batch_size)
-    dev_batch = pipeline.dev_batch(
-      dev_data, jax.random.fold_in(k_dev, step), FLAGS.batch_size
-    )
-    out = ltjax.meta_step(
-      loss_fn, params, stats, batch, dev_batch, class_weights[batch['label']],
-      inner_lr=FLAGS.lr,
-    )  # fmt: skip
-    updates, opt_state = opt.update(out.grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    eps_sum = jax.ops.segment_sum(out.eps, batch['label'], num_classes)
-    seen = jax.ops.segment_sum(
-      jnp.ones_like(out.eps), batch['label'], num_classes
-    )
-    return params, out.model_state, opt_state, out, eps_sum, seen
+  train_step = make_train_step(
+    loss_fn, opt, train_data, dev_data, (k_train, k_dev), class_weights
+  )
 
   eps_sum, seen = np.zeros(num_classes), np.zeros(num_classes)
   times = []
