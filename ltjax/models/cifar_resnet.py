@@ -114,18 +114,19 @@ class CifarResNet(nn.Module):
       name='bn1',
     )(x)
     x = nn.relu(x)
-    for i, (size, width) in enumerate(
-      zip(self.stage_sizes, self.widths, strict=True)
-    ):
-      for j in range(size):
-        x = CifarBasicBlock(
-          width,
-          strides=2 if (i > 0 and j == 0) else 1,
-          dtype=self.dtype,
-          unbiased_running_var=self.unbiased_running_var,
-          conv_impl=self.conv_impl,
-          name=f'layer{i + 1}_{j}',
-        )(x, train)
+
+    def block(width, strides, name):
+      module = CifarBasicBlock(
+        width,
+        strides=strides,
+        dtype=self.dtype,
+        unbiased_running_var=self.unbiased_running_var,
+        conv_impl=self.conv_impl,
+        name=name,
+      )
+      return lambda y: module(y, train)
+
+    x = layers.residual_stages(x, self.stage_sizes, self.widths, block)
     x = x.mean(axis=(1, 2))
     return layers.classifier_head(
       x,

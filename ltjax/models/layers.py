@@ -146,3 +146,19 @@ def classifier_head(
     dtype=dtype,
     name=name,
   )(x)
+
+
+def residual_stages(x, stage_sizes, widths, block):
+  """The residual stages of a ResNet, applied to ``x``.
+
+  Stage ``i`` stacks ``stage_sizes[i]`` blocks of width ``widths[i]``; the
+  first block of every stage after the first has stride 2 (as torchvision's
+  and the official CIFAR ResNet). ``block(width, strides, name)`` returns the
+  block as a function of ``x``; blocks are named ``layer{i + 1}_{j}``, as
+  torchvision's ``layer{i + 1}[j]``.
+  """
+  for i, (size, width) in enumerate(zip(stage_sizes, widths, strict=True)):
+    for j in range(size):
+      strides = 2 if (i > 0 and j == 0) else 1
+      x = block(width, strides, f'layer{i + 1}_{j}')(x)
+  return x

@@ -108,18 +108,18 @@ class ResNet(nn.Module):
     )
     x = nn.relu(norm(name='bn1')(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    for i, (size, width) in enumerate(
-      zip(self.stage_sizes, self.widths, strict=True)
-    ):
-      for j in range(size):
-        x = _Block(
-          width,
-          strides=2 if (i > 0 and j == 0) else 1,
-          bottleneck=self.bottleneck,
-          norm=norm,
-          conv=conv,
-          name=f'layer{i + 1}_{j}',
-        )(x)
+
+    def block(width, strides, name):
+      return _Block(
+        width,
+        strides=strides,
+        bottleneck=self.bottleneck,
+        norm=norm,
+        conv=conv,
+        name=name,
+      )
+
+    x = layers.residual_stages(x, self.stage_sizes, self.widths, block)
     x = x.mean(axis=(1, 2))
     return layers.classifier_head(
       x,
