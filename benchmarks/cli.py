@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CIFAR_CONFIG = os.path.join(REPO, 'configs', 'cifar10_lt.py')
 
 
 def parser(doc: str):
@@ -53,3 +57,15 @@ def progress_due(every: int, done: int, total: int) -> bool:
 def progress(label, done, total, images, start) -> None:
   rate = images / (time.perf_counter() - start)
   log(f'  {label}: step {done}/{total}, {rate:.1f} images/s')
+
+
+def report(lines: list[str], nonfinite=()) -> str:
+  """Prints and returns a benchmark's report, warning of non-finite losses."""
+  if nonfinite:
+    lines = [
+      *lines,
+      f'\nWarning: non-finite loss in {list(nonfinite)}; timings may mislead.',
+    ]
+  text = '\n'.join(lines)
+  print(text)
+  return text

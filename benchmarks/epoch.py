@@ -79,8 +79,6 @@ STAGES = ('ce', 'meta')
 IMPLS = ('ltjax', 'torch')
 METHOD = {'ce': 'ce', 'meta': 'ours_ce'}  # ltjax method of each stage
 NUM_CLASSES = 10
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, 'configs', 'cifar10_lt.py')
 COMPILE_EVENTS = (
   '/jax/core/compile/jaxpr_trace_duration',
   '/jax/core/compile/jaxpr_to_mlir_module_duration',
@@ -131,7 +129,7 @@ def make_config(args, workdir, method='ce', variant=''):
   from ltjax import config_lib
 
   config = config_lib.from_file(
-    CONFIG,
+    cli.CIFAR_CONFIG,
     ','.join(
       filter(
         None, [f'method={method},imb={args.imbalance:g},source=npz', variant]
@@ -351,15 +349,10 @@ def main(argv=None) -> str:
     '',
     table(results),
   ]
-  bad = [k for k, r in results.items() if not r['finite']]
-  if bad:
-    lines.append(f'\nWarning: non-finite loss in {bad}; timings may mislead.')
   again = [k for k, r in results.items() if r['recompiles']]
   if again:
     lines.append(f'\nWarning: {again} compiled again while timed.')
-  text = '\n'.join(lines)
-  print(text)
-  return text
+  return cli.report(lines, [k for k, r in results.items() if not r['finite']])
 
 
 if __name__ == '__main__':

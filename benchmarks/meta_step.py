@@ -381,11 +381,7 @@ def main(argv=None) -> str:
     table(args, medians, memory, xla_bytes),
   ]
   bad = [k for k, h in holders.items() if not np.isfinite(h.get('loss', 0))]
-  if bad:
-    lines.append(f'\nWarning: non-finite loss in {bad}; timings may mislead.')
-  text = '\n'.join(lines)
-  print(text)
-  return text
+  return cli.report(lines, bad)
 
 
 if __name__ == '__main__':

@@ -43,9 +43,6 @@ import numpy as np
 from benchmarks import cli, machine
 from benchmarks.grid import GRIDS, Run
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, 'configs', 'cifar10_lt.py')
-
 # Fields that only stage 2 reads when stage 1 is 'plain' (reset to their
 # defaults in the shared prefix, so variants of them share it).
 STAGE2_FIELDS = (
@@ -63,8 +60,8 @@ def parse_args(argv=None):
   p, add = cli.parser(__doc__)
   add('workdir', default='runs/reproduce', help='one folder per run below it')
   add('data_dir', default='', help='folder of cifar10_prefix_train.npz')
-  add('results_dir', default=os.path.join(REPO, 'results'))
-  add('results_md', default=os.path.join(REPO, 'RESULTS.md'))
+  add('results_dir', default=os.path.join(cli.REPO, 'results'))
+  add('results_md', default=os.path.join(cli.REPO, 'RESULTS.md'))
   add('grids', type=cli.csv(tuple(GRIDS)), default=list(GRIDS))
   add('only', default='', help='comma-separated run names or methods')
   add(
@@ -95,7 +92,7 @@ def make_config(run: Run, data_dir: str, sets=()):
   from ltjax import config_lib
 
   config = config_lib.from_file(
-    CONFIG, f'source=npz,method={run.method},imb={run.imbalance}'
+    cli.CIFAR_CONFIG, f'source=npz,method={run.method},imb={run.imbalance}'
   )
   config.data.dir = os.path.abspath(data_dir)
   config.num_seeds = run.seeds
@@ -136,7 +133,7 @@ def stage1_prefix(config):
 def _git_commit() -> str:
   def git(*a):
     return subprocess.run(
-      ['git', *a], cwd=REPO, capture_output=True, text=True
+      ['git', *a], cwd=cli.REPO, capture_output=True, text=True
     ).stdout.strip()
 
   commit = git('rev-parse', 'HEAD') or 'unknown'
@@ -338,7 +335,9 @@ def main(argv=None) -> None:
 
 def paper_errors() -> dict:
   """The paper's CIFAR-10-LT test errors, from ``configs/cifar10_lt.py``."""
-  spec = importlib.util.spec_from_file_location('ltjax_config_c10', CONFIG)
+  spec = importlib.util.spec_from_file_location(
+    'ltjax_config_c10', cli.CIFAR_CONFIG
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.PAPER_TEST_ERROR

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import reproduce
+from benchmarks import cli, reproduce
 from ltjax import train
 from ltjax.checkpoint import load_numpy
 
@@ -136,7 +136,7 @@ def test_seeds_of_separate_runs_are_pooled_and_paired_by_seed():
 def test_paper_table_matches_the_config_docstring():
   import importlib.util
 
-  spec = importlib.util.spec_from_file_location('c10', reproduce.CONFIG)
+  spec = importlib.util.spec_from_file_location('c10', cli.CIFAR_CONFIG)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   rows = {

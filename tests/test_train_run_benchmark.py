@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from benchmarks import train_run
+from benchmarks import cli, train_run
 
 TINY = [
   '--model=tiny', '--batch_size=8', '--dev_batch_size=4', '--image_size=8',
@@ -44,7 +44,7 @@ def test_bad_flags():
 def test_shortened_variant_drops_the_lr_once_when_the_meta_stage_starts():
   from ltjax import config_lib, train_step
 
-  path = train_run.epoch.CONFIG
+  path = cli.CIFAR_CONFIG
   variant = 'method=ours_ce,source=npz,epochs=15,meta_epochs=5'
   config = train_run.make_config(
     config_lib.from_file(path, variant),
