@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 
 import jax
 from absl import logging
@@ -156,6 +157,7 @@ def check(config) -> None:
       _fail(field, value, allowed)
   _check_schedule(config)
   _check_devices(config)
+  _check_init_from(config)
 
 
 def _check_schedule(config) -> None:
@@ -195,3 +197,29 @@ def _check_devices(config) -> None:
         f'config.{field}={config[field]} does not divide evenly over {n} '
         f'devices; use a multiple of {n}.'
       )
+
+
+def _check_init_from(config) -> None:
+  path = config.get('init_from', '')
+  if path is None:
+    raise ConfigError(
+      'config.init_from is required by this config (its protocol fine-tunes '
+      'ImageNet-pretrained weights; the config file says where to get them): '
+      "pass --config.init_from=PATH.pth, or --config.init_from='' to train "
+      'from scratch.'
+    )
+  if not isinstance(path, str):
+    _fail('init_from', path, "a path to a .pth file, or '' (from scratch)")
+  if not path:
+    return
+  if config.model not in models.registry.TORCHVISION_LAYOUT:
+    raise ConfigError(
+      f'config.init_from loads torchvision ResNet weights, which fit '
+      f'config.model {models.registry.TORCHVISION_LAYOUT}, not '
+      f"{config.model!r}; set config.model or config.init_from=''."
+    )
+  if not os.path.isfile(path):
+    raise ConfigError(
+      f'config.init_from: no file {path}. Give the path of a torchvision '
+      f"ResNet state_dict (.pth), or '' to train from scratch."
+    )

@@ -118,6 +118,9 @@ def base_config(
   c.seed = 0
   c.num_seeds = 1  # > 1: that many independent runs in one vmapped step
   c.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
+  # A torchvision ResNet state_dict (.pth) to start from; '' trains from
+  # scratch (ltjax.models.torch_import).
+  c.init_from = ''
 
   c.batch_size = batch_size
   c.dev_batch_size = batch_size

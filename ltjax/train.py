@@ -88,9 +88,38 @@ def seed_keys(config):
   return split[:, 0], split[:, 1], split[:, 2]
 
 
-def make_init_fn(config, model, data, mesh):
+def load_pretrained(config, model):
+  """The variables ``config.init_from`` names for ``model`` (None when it is
+  empty): a torchvision ResNet state_dict, converted and checked against the
+  model's architecture before any data is read."""
+  if not config.init_from:
+    return None
+  start = time.perf_counter()
+  state_dict = models.read_state_dict(config.init_from)
+  template = jax.eval_shape(
+    functools.partial(model.init, train=False),
+    jax.random.key(0),
+    jnp.zeros((1, 64, 64, 3)),  # parameter shapes do not depend on the size
+  )
+  variables, fresh_head = models.convert_resnet(
+    state_dict, template, model_name=config.model, where=config.init_from
+  )
+  logging.info(
+    'Starting from %s: %d tensors converted in %.1f s; the head (fc) is %s.',
+    config.init_from,
+    len(state_dict),
+    time.perf_counter() - start,
+    'initialized afresh (it does not fit this model)'
+    if fresh_head
+    else "the file's",
+  )
+  return variables
+
+
+def make_init_fn(config, model, data, mesh, pretrained=None):
   """``init(k_init) -> TrainState`` (vmapped over seeds), jitted and
-  replicated over ``mesh``."""
+  replicated over ``mesh``; ``pretrained`` (:func:`load_pretrained`)
+  replaces the fresh variables it names, in every seed."""
   init = functools.partial(
     train_step.init_state,
     model,
@@ -100,8 +129,9 @@ def make_init_fn(config, model, data, mesh):
     data.steps_per_epoch,
   )
   if config.num_seeds > 1:
-    init = jax.vmap(init)
-  return jax.jit(init, out_shardings=NamedSharding(mesh, P()))
+    init = jax.vmap(init, in_axes=(0, None))
+  jitted = jax.jit(init, out_shardings=NamedSharding(mesh, P()))
+  return lambda key: jitted(key, pretrained)
 
 
 def restore_or_init_state(ckpt: Checkpointer, init, k_init, digest=None):
@@ -267,6 +297,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   log_platform()
   method = methods.get_method(config.method)
   mesh = make_mesh()
+  pretrained = load_pretrained(config, create_model(config, 1, method))
   data = inputs.build_input(config, mesh)
   logging.info('%s (split sha256 %s)', data.summary, data.digest[:12])
   spe = data.steps_per_epoch
@@ -276,7 +307,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ckpt = Checkpointer(
     workdir, config.keep_checkpoints, {'split_sha256': data.digest}
   )
-  init = make_init_fn(config, model, data, mesh)
+  init = make_init_fn(config, model, data, mesh, pretrained)
   state = restore_or_init_state(ckpt, init, k_init, data.digest)
   start_step = step_of(state)
 

@@ -22,7 +22,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ltjax import meta, meta_baselines, methods, weighting
-from ltjax.models import make_loss_fn
+from ltjax.models import make_loss_fn, torch_import
 from ltjax.models.conv import xla_cpu_compiler_options
 
 
@@ -76,11 +76,17 @@ def make_optimizer(config, lr_fn) -> optax.GradientTransformation:
 
 
 def init_state(
-  model, config, num_classes, image_shape, steps_per_epoch, key
+  model, config, num_classes, image_shape, steps_per_epoch, key, pretrained=None
 ) -> TrainState:
-  """Fresh parameters, optimizer states and statistics."""
+  """Fresh parameters, optimizer states and statistics.
+
+  ``pretrained``: variables that replace the fresh ones they name (a
+  converted torchvision ResNet, :mod:`ltjax.models.torch_import`; without
+  its head when that does not fit).
+  """
   k_model, k_vnet = jax.random.split(key)
   variables = model.init(k_model, jnp.zeros((1, *image_shape)), train=False)
+  variables = torch_import.merge(variables, pretrained)
   lr_fn = learning_rate_fn(config, steps_per_epoch)
   opt_state = make_optimizer(config, lr_fn).init(variables['params'])
   vnet_params, vnet_opt_state = {}, {}

@@ -103,6 +103,7 @@ def test_dataset_config_trains_both_stages_on_mock_data(
   if name == 'places_lt.py':
     filenames = places_lists(tmp_path)
     config.data.places_lt_dir = str(tmp_path)
+    config.init_from = ''  # the tiny model starts from scratch
   config.model = 'tiny'
   config.image_size = 16
   config.num_epochs, config.stage2_epoch = 2, 1

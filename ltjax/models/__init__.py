@@ -18,3 +18,5 @@ from ltjax.models.resnet import ResNet as ResNet
 from ltjax.models.resnet import ResNet10 as ResNet10
 from ltjax.models.resnet import ResNet50 as ResNet50
 from ltjax.models.resnet import ResNet152 as ResNet152
+from ltjax.models.torch_import import convert_resnet as convert_resnet
+from ltjax.models.torch_import import read_state_dict as read_state_dict

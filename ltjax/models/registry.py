@@ -16,6 +16,8 @@ MODELS = {
   'resnet50': ResNet50,
   'resnet152': ResNet152,
 }
+# The models a torchvision ResNet state_dict converts into (config.init_from).
+TORCHVISION_LAYOUT = ('resnet10', 'resnet50', 'resnet152')
 
 
 def check_model(name: str) -> None:
