@@ -40,6 +40,12 @@ flags.DEFINE_string(
 flags.DEFINE_integer('num_processes', None, 'Multi-host: number of processes.')
 flags.DEFINE_integer('process_id', None, 'Multi-host: this process index.')
 flags.DEFINE_bool(
+  'multihost',
+  False,
+  'Multi-host: join the processes jax.distributed finds in the cluster '
+  "environment (SLURM's, Open MPI's) instead of the three flags above.",
+)
+flags.DEFINE_bool(
   'debug', False, 'Show the traceback of expected errors (bad config, data).'
 )
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -59,9 +65,11 @@ def raised_by_ltjax(error: BaseException) -> bool:
 def main(argv):
   del argv
   if FLAGS.coordinator_address:
-    jax.distributed.initialize(
+    train.join_processes(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
     )
+  elif FLAGS.multihost:
+    train.join_processes()
   logging.info('JAX devices: %s', jax.devices())
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

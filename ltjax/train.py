@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -40,6 +41,29 @@ from ltjax import (
   train_step,
 )
 from ltjax.checkpoint import Checkpointer, step_of
+
+
+def join_processes(
+  coordinator_address=None, num_processes=None, process_id=None
+):
+  """Joins this process to a run of several (``jax.distributed.initialize``).
+
+  Without arguments ``jax.distributed`` reads them from the cluster's
+  environment (SLURM's ``SLURM_*`` variables, Open MPI's, ...). Then one
+  collective while the processes are still together: on CPU, gloo sets up
+  its context at the first collective and waits only 30 s there for the
+  others, which uneven start-up work (reading a dataset's labels) can
+  exceed.
+  """
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  multihost_utils.sync_global_devices('ltjax_processes_joined')
+  logging.info(
+    'Process %d of %d joined: %d devices in all, %d here.',
+    jax.process_index(),
+    jax.process_count(),
+    jax.device_count(),
+    jax.local_device_count(),
+  )
 
 
 def make_mesh() -> jax.sharding.Mesh:
