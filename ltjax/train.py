@@ -140,10 +140,12 @@ def load_pretrained(config, model):
   return variables
 
 
-def make_init_fn(config, model, data, mesh, pretrained=None):
-  """``init(k_init) -> TrainState`` (vmapped over seeds), jitted and
-  replicated over ``mesh``; ``pretrained`` (:func:`load_pretrained`)
-  replaces the fresh variables it names, in every seed."""
+def make_init_fn(config, model, data, mesh):
+  """``init(k_init, pretrained=None) -> TrainState`` (vmapped over seeds),
+  jitted and replicated over ``mesh``; ``pretrained``
+  (:func:`load_pretrained`) replaces the fresh variables it names, in every
+  seed. It is an argument, not a closure, so the weights are not compiled
+  into the program as constants."""
   init = functools.partial(
     train_step.init_state,
     model,
@@ -154,20 +156,26 @@ def make_init_fn(config, model, data, mesh, pretrained=None):
   )
   if config.num_seeds > 1:
     init = jax.vmap(init, in_axes=(0, None))
-  jitted = jax.jit(init, out_shardings=NamedSharding(mesh, P()))
-  return lambda key: jitted(key, pretrained)
+
+  def init_fn(key, pretrained=None):
+    return init(key, pretrained)
+
+  return jax.jit(init_fn, out_shardings=NamedSharding(mesh, P()))
 
 
-def restore_or_init_state(ckpt: Checkpointer, init, k_init, digest=None):
+def restore_or_init_state(
+  ckpt: Checkpointer, init, k_init, digest=None, pretrained=None
+):
   """The newest readable checkpoint of ``ckpt``, else a fresh
-  ``init(k_init)``; refuses a checkpoint of another data split than
-  ``digest`` (the split's sha256).
+  ``init(k_init, pretrained)``; refuses a checkpoint of another data split
+  than ``digest`` (the split's sha256).
 
-  The restore template comes from ``jax.eval_shape``: no parameters are
-  initialized only to be overwritten.
+  The restore template comes from ``jax.eval_shape`` of the jitted ``init``
+  (so it carries the state's shardings): no parameters are initialized only
+  to be overwritten.
   """
   if ckpt.latest_step() is None:
-    return init(k_init)
+    return init(k_init, pretrained)
   state = ckpt.restore_latest(jax.eval_shape(init, k_init))
   step = step_of(state)
   saved = ckpt.metadata(step).get('split_sha256')
@@ -331,8 +339,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ckpt = Checkpointer(
     workdir, config.keep_checkpoints, {'split_sha256': data.digest}
   )
-  init = make_init_fn(config, model, data, mesh, pretrained)
-  state = restore_or_init_state(ckpt, init, k_init, data.digest)
+  init = make_init_fn(config, model, data, mesh)
+  state = restore_or_init_state(ckpt, init, k_init, data.digest, pretrained)
   start_step = step_of(state)
 
   steps = make_stage_steps(config, model, method, data)

@@ -112,14 +112,20 @@ def test_vmapped_seeds_share_the_pretrained_body(tmp_path):
   data = types.SimpleNamespace(
     num_classes=5, image_shape=(32, 32, 3), steps_per_epoch=3
   )
-  init = train.make_init_fn(
-    config, model, data, train.make_mesh(), train.load_pretrained(config, model)
-  )
-  state = init(train.seed_keys(config)[0])
+  init = train.make_init_fn(config, model, data, train.make_mesh())
+  pretrained = train.load_pretrained(config, model)
+  state = init(train.seed_keys(config)[0], pretrained)
   head = state.params['fc']['kernel']  # the file's: 5 classes fit
   want = net.fc.weight.detach().numpy().T
   np.testing.assert_array_equal(head[0], want)
   np.testing.assert_array_equal(head[1], want)
+
+
+def test_error_shapes_are_in_torch_layout():
+  # Non-square on every axis, so a wrong inverse permutation shows.
+  for shape in [(8, 3, 5, 7), (10, 4), (6,)]:
+    flax_shape = torch_import._to_flax(np.empty(shape)).shape
+    assert torch_import._to_torch_shape(flax_shape) == shape
 
 
 @pytest.mark.parametrize(
@@ -131,7 +137,8 @@ def test_vmapped_seeds_share_the_pretrained_body(tmp_path):
     (
       'resnet10',
       models.ResNet50,
-      r'layer1\.0\.conv1\.weight: \(64, 64, 3, 3\)',
+      r'layer1\.0\.conv1\.weight: \(64, 64, 3, 3\) in the file, '
+      r'\(64, 64, 1, 1\) in the model',
     ),
   ],
 )

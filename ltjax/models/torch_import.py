@@ -92,6 +92,13 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   }
 
 
+def _to_torch_shape(shape) -> tuple:
+  """The inverse of :func:`_to_flax`'s layout change, for error messages."""
+  if len(shape) == 4:  # [kh, kw, in, out] -> [out, in, kh, kw]
+    return tuple(shape[i] for i in (3, 2, 0, 1))
+  return tuple(reversed(shape)) if len(shape) == 2 else tuple(shape)
+
+
 def _to_flax(value: np.ndarray) -> np.ndarray:
   if value.ndim == 4:  # conv: [out, in, kh, kw] -> [kh, kw, in, out]
     return value.transpose(2, 3, 1, 0)
@@ -156,7 +163,7 @@ def convert_resnet(
       if is_head:
         head[key] = None
         continue
-      want = _to_flax(np.empty(flat[path].shape)).shape  # back to torch layout
+      want = _to_torch_shape(flat[path].shape)
       raise _mismatch(
         where,
         f'{key}: {tuple(value.shape)} in the file, {want} in the model',
