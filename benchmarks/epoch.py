@@ -203,10 +203,10 @@ def ltjax_epochs(args, config, data) -> dict:
   from jax.sharding import NamedSharding
   from jax.sharding import PartitionSpec as P
 
-  from ltjax import methods, train
+  from ltjax import devices, methods, train
 
   # The trainer's own pieces: keys, a replicated state, the stage's step.
-  mesh = train.make_mesh()
+  mesh = devices.make_mesh()
   k_init, k_train, k_dev = train.seed_keys(config)
   spe = data.steps_per_epoch
   out = {}
@@ -299,14 +299,14 @@ def table(results) -> str:
 def main(argv=None) -> str:
   args = parse_args(sys.argv[1:] if argv is None else list(argv))
 
-  from ltjax import datasets, inputs, train
+  from ltjax import datasets, devices, inputs
 
   results = {}
   with tempfile.TemporaryDirectory(prefix='ltjax_epoch_') as workdir:
     cli.log('preparing the data')
     config = make_config(args, workdir)
     arrays = datasets.load_array_datasets(config)
-    data = inputs.DeviceInput(config, train.make_mesh(), arrays)
+    data = inputs.DeviceInput(config, devices.make_mesh(), arrays)
     spe = data.steps_per_epoch
     if 'ltjax' in args.impls:
       for stage, r in ltjax_epochs(args, config, data).items():

@@ -25,6 +25,7 @@ RESUMABLE_FIELDS = (
   'keep_checkpoints',
   'data.dir',
   'data.tfds_data_dir',
+  'data.cache_dir',
 )
 
 
@@ -152,6 +153,9 @@ def base_config(
   c.data.split_seed = 0
   c.data.tfds_data_dir = ''  # '' : tfds's default (~/tensorflow_datasets)
   c.data.download = False  # True: let tfds download an unprepared dataset
+  # Cache of the tfds labels and file names (read once from every record):
+  # '' : $LTJAX_CACHE_DIR, else ~/.cache/ltjax; 'off': none.
+  c.data.cache_dir = ''
   c.data.dir = ''  # folder of the npz files (dataset 'npz')
   c.data.train_file = ''
   c.data.test_file = ''
@@ -160,6 +164,13 @@ def base_config(
   c.data.places_lt_dir = ''  # Places-LT: folder of Places_LT_*.txt
   c.image_size = 224  # crops of the large datasets' host pipeline
   return c
+
+
+def tfds_cache_dir(data_config):
+  """``TfdsSource``'s ``cache_dir`` from ``config.data.cache_dir``."""
+  if data_config.cache_dir == 'off':
+    return ''
+  return data_config.cache_dir or None
 
 
 def large_config(dataset: str, method: str, **schedule):
@@ -218,5 +229,8 @@ def check_workdir_config(config, workdir) -> None:
         f'{differ} differ); use a fresh --workdir or the same config.'
       )
   elif jax.process_index() == 0:
-    with open(path, 'w') as f:
+    # Through a rename: the other processes of a run read the file while it
+    # is written and must never see half of it.
+    with open(path + '.tmp', 'w') as f:
       json.dump(mine, f, indent=2, sort_keys=True)
+    os.replace(path + '.tmp', path)

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from ltjax import config_lib
 from ltjax import data as data_lib
 from ltjax.data.specs import SPECS
 
@@ -77,7 +78,10 @@ def _load_full_splits(config):
   from ltjax.data import tfds_sources  # lazily: it imports TensorFlow
 
   source = tfds_sources.TfdsSource(
-    config.dataset, data_dir=cfg.tfds_data_dir or None, download=cfg.download
+    config.dataset,
+    data_dir=cfg.tfds_data_dir or None,
+    download=cfg.download,
+    cache_dir=config_lib.tfds_cache_dir(cfg),
   )
   train, test = source.arrays('train'), source.arrays('test')
   return train, test, None, source.num_classes

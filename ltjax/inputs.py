@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ltjax import datasets
+from ltjax import config_lib, datasets, phases
 from ltjax.data import augment, device_pipeline
 
 
@@ -116,17 +116,23 @@ class HostInput:
     cfg = config.data
     self._config = config
     self._tfp = tf_pipeline
-    source = tfds_sources.TfdsSource(
-      config.dataset,
-      data_dir=cfg.tfds_data_dir or None,
-      dev_source=cfg.dev_source,
-      places_lt_dir=cfg.places_lt_dir or None,
-      download=cfg.download,
-      dev_per_class=cfg.dev_per_class,
-    )
+    self.phases = {}  # seconds per start-up phase (ltjax.phases)
+    with phases.phase('open the tfds dataset', self.phases):
+      source = tfds_sources.TfdsSource(
+        config.dataset,
+        data_dir=cfg.tfds_data_dir or None,
+        dev_source=cfg.dev_source,
+        places_lt_dir=cfg.places_lt_dir or None,
+        download=cfg.download,
+        dev_per_class=cfg.dev_per_class,
+        cache_dir=config_lib.tfds_cache_dir(cfg),
+      )
     spec = source.spec
-    split = source.dev_split(cfg.split_seed)
-    train_labels = source.labels(spec.train_split)
+    with phases.phase('read the labels', self.phases):
+      train_labels = source.labels(spec.train_split)
+      test_labels = source.labels(spec.test_split)
+    with phases.phase('carve the dev split', self.phases):
+      split = source.dev_split(cfg.split_seed)
     self.num_classes = source.num_classes
     self.class_counts = np.bincount(
       train_labels[split.train], minlength=self.num_classes
@@ -142,20 +148,21 @@ class HostInput:
         f'batch size {config.batch_size} exceeds the {len(split.train)} '
         'training examples; lower the batch size.'
       )
-    self._train = (
-      source.dataset(spec.train_split, split.train, decode=False),
-      len(split.train),
-    )
-    self._dev_train = (
-      source.dataset(split.dev_from, split.dev, decode=False),
-      len(split.dev),
-    )
-    self._eval = {
-      'test': source.dataset(spec.test_split, decode=False),
-      'dev': self._dev_train[0],
-    }
+    with phases.phase('build the tf.data datasets', self.phases):
+      self._train = (
+        source.dataset(spec.train_split, split.train, decode=False),
+        len(split.train),
+      )
+      self._dev_train = (
+        source.dataset(split.dev_from, split.dev, decode=False),
+        len(split.dev),
+      )
+      self._eval = {
+        'test': source.dataset(spec.test_split, decode=False),
+        'dev': self._dev_train[0],
+      }
     self._eval_labels = {
-      'test': source.labels(spec.test_split),
+      'test': test_labels,
       'dev': source.labels(split.dev_from)[split.dev],
     }
     self.digest, self.summary = datasets.describe_split(
@@ -164,7 +171,7 @@ class HostInput:
       split.dev,
       self.class_counts,
       len(split.dev),
-      len(self._eval_labels['test']),
+      len(test_labels),
       dev_from=split.dev_from,
     )
 

@@ -14,7 +14,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ltjax import train
+from ltjax import devices, train
 from ltjax.checkpoint import UnreadableCheckpointError
 from ltjax.preemption import Preempted
 
@@ -65,11 +65,11 @@ def raised_by_ltjax(error: BaseException) -> bool:
 def main(argv):
   del argv
   if FLAGS.coordinator_address:
-    train.join_processes(
+    devices.join_processes(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
     )
   elif FLAGS.multihost:
-    train.join_processes()
+    devices.join_processes()
   logging.info('JAX devices: %s', jax.devices())
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -1,7 +1,7 @@
 """Training and evaluation: ``train_and_evaluate(config, workdir)``.
 
 A run, step by step, each a function a test or benchmark can call:
-:func:`make_mesh`, the input (:func:`ltjax.inputs.build_input`),
+:func:`ltjax.devices.make_mesh`, the input (:func:`ltjax.inputs.build_input`),
 :func:`create_model`, :func:`seed_keys`, :func:`restore_or_init_state`,
 :func:`make_stage_steps` (one jitted, donated step per stage),
 :func:`evaluate_state`, :func:`final_results` and :func:`write_results`;
@@ -25,68 +25,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ltjax import (
   config_lib,
+  devices,
   evaluate,
   figures,
   inputs,
   methods,
   models,
+  phases,
   preemption,
   summary,
   train_step,
 )
 from ltjax.checkpoint import Checkpointer, step_of
-
-
-def join_processes(
-  coordinator_address=None, num_processes=None, process_id=None
-):
-  """Joins this process to a run of several (``jax.distributed.initialize``).
-
-  Without arguments ``jax.distributed`` reads them from the cluster's
-  environment (SLURM's ``SLURM_*`` variables, Open MPI's, ...). Then one
-  collective while the processes are still together: on CPU, gloo sets up
-  its context at the first collective and waits only 30 s there for the
-  others, which uneven start-up work (reading a dataset's labels) can
-  exceed.
-  """
-  jax.distributed.initialize(coordinator_address, num_processes, process_id)
-  multihost_utils.sync_global_devices('ltjax_processes_joined')
-  logging.info(
-    'Process %d of %d joined: %d devices in all, %d here.',
-    jax.process_index(),
-    jax.process_count(),
-    jax.device_count(),
-    jax.local_device_count(),
-  )
-
-
-def make_mesh() -> jax.sharding.Mesh:
-  """A 1-D ``'data'`` mesh over every device of every process."""
-  return jax.make_mesh(
-    (jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,)
-  )
-
-
-def log_platform() -> None:
-  """Logs where JAX computes; warns when a GPU is visible but unused."""
-  platform = jax.default_backend()
-  logging.info(
-    'JAX %s on %s: %d device(s) in %d process(es): %s',
-    jax.__version__, platform, jax.device_count(), jax.process_count(),
-    jax.devices()[0].device_kind,
-  )  # fmt: skip
-  if platform == 'cpu' and os.path.exists('/dev/nvidia0'):
-    logging.warning(
-      'An NVIDIA GPU is visible (/dev/nvidia0) but JAX runs on the CPU: '
-      'install the CUDA build with pip install -e ".[cuda]" (README, '
-      'Install).'
-    )
 
 
 def create_model(config, num_classes: int, method: methods.Method):
@@ -326,11 +281,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config_lib.check_config(config)
   os.makedirs(workdir, exist_ok=True)
   config_lib.check_workdir_config(config, workdir)
-  log_platform()
+  devices.log_platform()
   method = methods.get_method(config.method)
-  mesh = make_mesh()
-  pretrained = load_pretrained(config, create_model(config, 1, method))
-  data = inputs.build_input(config, mesh)
+  mesh = devices.make_mesh()
+  with phases.phase('load the pretrained weights'):
+    pretrained = load_pretrained(config, create_model(config, 1, method))
+  with phases.phase('build the input'):
+    data = inputs.build_input(config, mesh)
   logging.info('%s (split sha256 %s)', data.summary, data.digest[:12])
   spe = data.steps_per_epoch
   total_steps, stage2_step = config.num_epochs * spe, config.stage2_epoch * spe
@@ -340,7 +297,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     workdir, config.keep_checkpoints, {'split_sha256': data.digest}
   )
   init = make_init_fn(config, model, data, mesh)
-  state = restore_or_init_state(ckpt, init, k_init, data.digest, pretrained)
+  with phases.phase('initialize or restore the state'):
+    state = jax.block_until_ready(
+      restore_or_init_state(ckpt, init, k_init, data.digest, pretrained)
+    )
   start_step = step_of(state)
 
   steps = make_stage_steps(config, model, method, data)
@@ -362,11 +322,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     start_step, jax.device_count(),
   )  # fmt: skip
   eval_every = config.eval_every_epochs * spe
+  started = time.perf_counter()
   with preemption.Watch() as watch:
     for step in range(start_step, total_steps):
       stage = 1 if step < stage2_step else 2
       state, metrics = steps[stage](state, next(feeds))
       done = step + 1
+      if step == start_step:
+        _log_first_step(metrics, started)
       if done % config.log_every_steps == 0 or done == total_steps:
         check_finite(state, ckpt)
         scalars = progress(done, stage, metrics)
@@ -390,6 +353,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     write_results(workdir, results)
     writer.close()
   return results
+
+
+def _log_first_step(metrics, started) -> None:
+  jax.block_until_ready(metrics)
+  logging.info(
+    'Start: the first step (reading its batch, compiling, running) took '
+    '%.2f s.',
+    time.perf_counter() - started,
+  )
 
 
 def _stop_preempted(state, ckpt, writer, signum) -> None:

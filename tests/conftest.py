@@ -8,6 +8,19 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True, scope='session')
+def _label_cache_in_tmp(tmp_path_factory):
+  """Caches of tfds columns (ltjax.data.tfds_sources) go to a temporary
+  folder, not the user's ~/.cache; subprocesses inherit it."""
+  old = os.environ.get('LTJAX_CACHE_DIR')
+  os.environ['LTJAX_CACHE_DIR'] = str(tmp_path_factory.mktemp('ltjax_cache'))
+  yield
+  if old is None:
+    del os.environ['LTJAX_CACHE_DIR']
+  else:
+    os.environ['LTJAX_CACHE_DIR'] = old
+
+
 def pytest_addoption(parser):
   parser.addoption(
     '--data-dir',

@@ -77,10 +77,10 @@ def mock_tfds(sizes, num_classes):
 
 def main(spec, process_id, num_processes, port):
   logging.set_verbosity(logging.INFO)  # the trainer's log, on stderr
-  from ltjax import config_lib, train  # noqa: PLC0415
+  from ltjax import config_lib, devices, train  # noqa: PLC0415
 
   if num_processes > 1:  # as ltjax.main's --coordinator_address etc.
-    train.join_processes(f'localhost:{port}', num_processes, process_id)
+    devices.join_processes(f'localhost:{port}', num_processes, process_id)
 
   config = config_lib.from_file(spec['config'], spec['variant'])
   for key, value in spec['fields'].items():

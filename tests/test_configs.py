@@ -132,3 +132,24 @@ def test_dataset_config_trains_both_stages_on_mock_data(
   assert sum(results['conditional_weights']['count']) > 0  # stage 2 ran
   saved = json.loads((tmp_path / 'run' / 'results.json').read_text())
   assert saved['last'] == results['last']
+
+
+def test_workdir_config_is_never_seen_half_written(tmp_path, monkeypatch):
+  # Other processes of a run read config.json while process 0 writes it: a
+  # write that dies midway must leave no file, not a truncated one.
+  config = load_config('cifar10_lt.py', 'method=ce')
+
+  def dies_midway(obj, f, **kwargs):
+    f.write('{"batch_size": ')
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(json, 'dump', dies_midway)
+  with pytest.raises(KeyboardInterrupt):
+    config_lib.check_workdir_config(config, tmp_path)
+  assert not (tmp_path / 'config.json').exists()
+  monkeypatch.undo()
+  config_lib.check_workdir_config(config, tmp_path)
+  config_lib.check_workdir_config(config, tmp_path)  # reads it back: same
+  config.seed = 7
+  with pytest.raises(ValueError, match=r"fields \['seed'\] differ"):
+    config_lib.check_workdir_config(config, tmp_path)

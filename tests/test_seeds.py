@@ -6,7 +6,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ltjax import config_lib, inputs, methods, models, train, train_step
+from ltjax import (
+  config_lib,
+  devices,
+  inputs,
+  methods,
+  models,
+  train,
+  train_step,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -31,7 +39,7 @@ def tiny_setup(tmp_path, **overrides):
   config.eval_batch_size = 30
   for k, v in overrides.items():
     config[k] = v
-  mesh = train.make_mesh()
+  mesh = devices.make_mesh()
   data = inputs.DeviceInput(config, mesh)
   method = methods.get_method('ours_ce')
   model = train.create_model(config, 6, method)

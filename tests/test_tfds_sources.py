@@ -6,6 +6,7 @@ metadata, read by tfds's real reader) and ``tfds.testing.mock_data``.
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,39 +17,19 @@ import pytest
 tf = pytest.importorskip('tensorflow')
 tfds = pytest.importorskip('tensorflow_datasets')
 
+from benchmarks import standin  # noqa: E402
 from ltjax.data import tf_pipeline  # noqa: E402
 from ltjax.data import tfds_sources as ts  # noqa: E402
 
 
 def write_prepared(data_dir, name, splits, num_shards=2):
   """Writes ``splits`` ({split: [example dict]}) as prepared tfds data."""
-  builder = tfds.builder(name, data_dir=os.fspath(data_dir), try_gcs=False)
-  os.makedirs(builder.data_dir)
-  infos = []
-  for split, examples in splits.items():
-    template = tfds.core.ShardedFileTemplate(
-      data_dir=builder.data_dir,
-      template='{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}',
-      dataset_name=name,
-      split=split,
-      filetype_suffix='tfrecord',
-    )
-    shards = np.array_split(np.arange(len(examples)), num_shards)
-    for k, idx in enumerate(shards):
-      path = template.sharded_filepath(shard_index=k, num_shards=num_shards)
-      with tf.io.TFRecordWriter(os.fspath(path)) as w:
-        for i in idx:
-          w.write(builder.info.features.serialize_example(examples[i]))
-    infos.append(
-      tfds.core.SplitInfo(
-        name=split,
-        shard_lengths=[len(i) for i in shards],
-        num_bytes=0,
-        filename_template=template,
-      )
-    )
-  builder.info.set_splits(tfds.core.SplitDict(infos))
-  builder.info.write_to_directory(builder.data_dir)
+  standin.write_prepared(
+    data_dir,
+    name,
+    {split: (len(ex), ex.__getitem__) for split, ex in splits.items()},
+    num_shards,
+  )
 
 
 def cifar_examples(n, seed, num_classes=10):
@@ -224,6 +205,41 @@ def test_dataset_restricted_to_indices(cifar):
     cifar.dataset('train', [130])
   with pytest.raises(ValueError, match='splits'):
     cifar.labels('validation')
+
+
+def test_labels_are_cached_until_the_files_change(tmp_path):
+  data_dir, cache = tmp_path / 'tfds', tmp_path / 'cache'
+  write_prepared(data_dir, 'cifar10', {'train': cifar_examples(30, 0)})
+  want = ts.TfdsSource('cifar10', data_dir, cache_dir='').labels('train')
+  assert not cache.exists()  # '' : no cache
+  first = ts.TfdsSource('cifar10', data_dir, cache_dir=cache)
+  np.testing.assert_array_equal(first.labels('train'), want)
+  (cached,) = cache.iterdir()
+  assert cached.name.startswith('cifar10-train-label-')
+
+  def no_reading(*args, **kwargs):
+    raise AssertionError('read the records')
+
+  second = ts.TfdsSource('cifar10', data_dir, cache_dir=cache)
+  second._read = no_reading  # the second start reads no record
+  np.testing.assert_array_equal(second.labels('train'), want)
+
+  # Rewritten data (new labels, same file names): read again, not the cache.
+  shutil.rmtree(data_dir)
+  changed = [{**ex, 'label': 9 - ex['label']} for ex in cifar_examples(30, 0)]
+  write_prepared(data_dir, 'cifar10', {'train': changed})
+  third = ts.TfdsSource('cifar10', data_dir, cache_dir=cache)
+  np.testing.assert_array_equal(third.labels('train'), 9 - want)
+  assert len(list(cache.iterdir())) == 2
+
+  # A damaged cache file is read around and rewritten.
+  for path in cache.iterdir():
+    path.write_bytes(b'not an npy file')
+  fourth = ts.TfdsSource('cifar10', data_dir, cache_dir=cache)
+  np.testing.assert_array_equal(fourth.labels('train'), 9 - want)
+  fifth = ts.TfdsSource('cifar10', data_dir, cache_dir=cache)
+  fifth._read = no_reading
+  np.testing.assert_array_equal(fifth.labels('train'), 9 - want)
 
 
 def test_dev_split_of_source(cifar):

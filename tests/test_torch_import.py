@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip('torch')
 
-from ltjax import config_check, config_lib, models, train, train_step  # noqa: E402
+from ltjax import config_check, config_lib, devices, models, train, train_step  # noqa: E402
 from ltjax.models import torch_import  # noqa: E402
 from tests import torch_resnet  # noqa: E402
 
@@ -112,7 +112,7 @@ def test_vmapped_seeds_share_the_pretrained_body(tmp_path):
   data = types.SimpleNamespace(
     num_classes=5, image_shape=(32, 32, 3), steps_per_epoch=3
   )
-  init = train.make_init_fn(config, model, data, train.make_mesh())
+  init = train.make_init_fn(config, model, data, devices.make_mesh())
   pretrained = train.load_pretrained(config, model)
   state = init(train.seed_keys(config)[0], pretrained)
   head = state.params['fc']['kernel']  # the file's: 5 classes fit

@@ -23,6 +23,12 @@ Places-LT list files (``Places_LT_{train,val,test}.txt`` of the OLTR release,
 lines ``path label``): its ``train`` and ``val`` splits select records of
 Places365 ``train`` by name, ``test`` those of Places365 ``validation``.
 
+A split's labels (and Places365's file names) are read from every record's
+bytes once and then cached as ``.npy`` files in ``cache_dir`` (default
+:func:`default_cache_dir`), keyed by a fingerprint of the split's files
+(names, sizes, modification times), so a changed dataset is read again and
+the next start of a run does not read the images.
+
 Offline: datasets are only read, never downloaded (no ``download_and_prepare``,
 ``try_gcs=False``), and tfds's look-ups of pre-computed metadata on
 ``gs://tfds-data`` are switched off before a builder is made. A dataset that
@@ -34,7 +40,9 @@ This module imports TensorFlow; ``ltjax`` and ``ltjax.data`` never import it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -121,6 +129,52 @@ def disable_gcs() -> None:
   gcs_utils._is_gcs_disabled = True
 
 
+def default_cache_dir() -> str:
+  """``$LTJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/ltjax``, else
+  ``~/.cache/ltjax``."""
+  if os.environ.get('LTJAX_CACHE_DIR'):
+    return os.environ['LTJAX_CACHE_DIR']
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
+  return os.path.join(base, 'ltjax')
+
+
+def split_fingerprint(builder, tfds_split: str) -> str | None:
+  """sha256 of a prepared split's identity: the dataset's name and version
+  and each file's name, size and modification time. None when the split has
+  no files to fingerprint (``tfds.testing.mock_data``), so nothing is
+  cached for it."""
+  try:
+    paths = builder.info.splits[tfds_split].filepaths
+  except (KeyError, ValueError):
+    return None
+  digest = hashlib.sha256(f'{builder.name} {builder.version}'.encode())
+  digest.update(f' {tfds_split}\n'.encode())
+  try:
+    for path in paths:
+      stat = os.stat(os.fspath(path))
+      name = os.path.basename(os.fspath(path))
+      digest.update(f'{name} {stat.st_size} {stat.st_mtime_ns}\n'.encode())
+  except OSError:
+    return None
+  return digest.hexdigest() if paths else None
+
+
+def _save_atomic(path: str, array: np.ndarray) -> None:
+  """``np.save`` through a temporary file and a rename: a crash leaves no
+  half-written cache behind, and concurrent writers of one file agree."""
+  folder = os.path.dirname(path)
+  os.makedirs(folder, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=folder, suffix='.npy.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
 def _read_config():
   options = tf.data.Options()
   options.deterministic = True
@@ -145,6 +199,8 @@ class TfdsSource:
       datasets that need a manual download).
     dev_per_class: dev images per class carved from train (default: the
       spec's); ignored where a split is the dev set.
+    cache_dir: where read columns (labels, file names) are cached; None:
+      :func:`default_cache_dir`; '' : no cache.
 
   Raises:
     ValueError: unknown name.
@@ -161,6 +217,7 @@ class TfdsSource:
     places_lt_dir=None,
     download=False,
     dev_per_class=None,
+    cache_dir=None,
   ):
     self.spec = get_spec(name, dev_source)
     if dev_per_class and self.spec.dev_split is None:
@@ -185,6 +242,7 @@ class TfdsSource:
           data_dir=self.builder.data_dir_root,
         )
       )
+    self._cache_dir = default_cache_dir() if cache_dir is None else cache_dir
     self._labels = {}
     self._records = {}
     self._names = {}
@@ -229,9 +287,34 @@ class TfdsSource:
     )
 
   def _column(self, tfds_split, key):
+    """Feature ``key`` of every record of ``tfds_split``, through the cache.
+
+    Reading it reads every record's bytes (images included), so it is
+    cached under the split's :func:`split_fingerprint`.
+    """
+    path = self._cache_path(tfds_split, key)
+    if path and os.path.isfile(path):
+      try:
+        return np.load(path, allow_pickle=False)
+      except (OSError, ValueError):  # damaged: read the records again
+        pass
     ds = self._read(tfds_split).map(lambda ex: ex[key], tf.data.AUTOTUNE)
     parts = list(ds.batch(8192).as_numpy_iterator())
-    return np.concatenate(parts) if parts else np.zeros(0)
+    column = np.concatenate(parts) if parts else np.zeros(0)
+    if column.dtype == object:  # strings: fixed-width bytes, no pickle
+      column = column.astype(np.bytes_)
+    if path:
+      _save_atomic(path, column)
+    return column
+
+  def _cache_path(self, tfds_split, key):
+    if not self._cache_dir:
+      return None
+    fingerprint = split_fingerprint(self.builder, tfds_split)
+    if fingerprint is None:
+      return None
+    name = f'{self.builder.name}-{tfds_split}-{key}-{fingerprint[:20]}.npy'
+    return os.path.join(self._cache_dir, name)
 
   def _places_records(self, split):
     """Record numbers and labels of a Places-LT split, by file name."""
@@ -274,10 +357,11 @@ class TfdsSource:
     return self._records[split], self._labels[split]
 
   def labels(self, split: str) -> np.ndarray:
-    """``[N]`` int32 labels of ``split`` in record order, cached.
+    """``[N]`` int32 labels of ``split`` in record order.
 
-    The first call reads every record of the split once (images are not
-    decoded, but their bytes are read).
+    Read from the cache when the split's files are unchanged; else every
+    record of the split is read once (images are not decoded, but their
+    bytes are read) and the labels cached.
     """
     return self._split_records(split)[1]
 
