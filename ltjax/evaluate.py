@@ -53,9 +53,9 @@ def calibration(logits, labels, num_bins=ECE_BINS, logit_scale=1.0) -> dict:
   """
   z = np.asarray(logits, np.float64) * logit_scale
   z = z - z.max(axis=1, keepdims=True)
-  prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-  conf = prob.max(axis=1)
-  hit = (prob.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
+  e = np.exp(z)  # the top class's is exp(0) = 1: its probability is 1 / sum
+  conf = 1.0 / e.sum(axis=1)
+  hit = (e.argmax(axis=1) == np.asarray(labels)).astype(np.float64)
   # Bin b holds (b/M, (b+1)/M]: right-closed, so confidence 1 is in the last.
   b = np.clip(np.ceil(conf * num_bins).astype(np.int64) - 1, 0, num_bins - 1)
   count = np.bincount(b, minlength=num_bins)

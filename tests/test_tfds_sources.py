@@ -373,6 +373,43 @@ def test_places_lt_selects_listed_images(places):
   assert len(second) == 1 and second[0]['label'] == source.labels('train')[1]
 
 
+def test_places_lt_reads_a_filtered_copy(places, tmp_path):
+  root, _, _ = places
+  kwargs = dict(places_lt_dir=root / 'Places_LT_v2', cache_dir=tmp_path / 'c')
+  want = {
+    split: list(
+      ts.TfdsSource('places_lt', root / 'tfds', places_lt_dir=kwargs[
+        'places_lt_dir'], cache_dir='').dataset(split).as_numpy_iterator()
+    )
+    for split in ('train', 'val', 'test')
+  }  # fmt: skip
+  first = ts.TfdsSource('places_lt', root / 'tfds', **kwargs)
+  for split in want:
+    first.dataset(split)
+  # train + val: 6 of the 12 train records; test: 2 of the 6 validation ones.
+  counts = {
+    path.name.split('-')[1]: sum(1 for _ in tf.data.TFRecordDataset(str(path)))
+    for path in (tmp_path / 'c').glob('*.tfrecord')
+  }
+  assert counts == {'train': 6, 'validation': 2}
+  second = ts.TfdsSource('places_lt', root / 'tfds', **kwargs)
+
+  def no_reading(*args, **kwargs):
+    raise AssertionError('read Places365 itself')
+
+  second._read = no_reading  # names cached, records from the copies
+  for split, examples in want.items():
+    got = list(second.dataset(split).as_numpy_iterator())
+    assert [int(ex['index']) for ex in got] == [
+      int(ex['index']) for ex in examples
+    ]
+    for a, b in zip(got, examples, strict=True):
+      np.testing.assert_array_equal(a['image'], b['image'])
+      assert a['label'] == b['label']
+  sub = list(second.dataset('train', [2]).as_numpy_iterator())
+  assert len(sub) == 1 and sub[0]['label'] == want['train'][2]['label']
+
+
 def test_places_lt_missing_list_and_image(places):
   root, _, _ = places
   lists = root / 'Places_LT_v2'

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import tempfile
 
@@ -307,14 +308,92 @@ class TfdsSource:
       _save_atomic(path, column)
     return column
 
-  def _cache_path(self, tfds_split, key):
+  def _cache_path(self, tfds_split, key, extra=''):
     if not self._cache_dir:
       return None
     fingerprint = split_fingerprint(self.builder, tfds_split)
     if fingerprint is None:
       return None
-    name = f'{self.builder.name}-{tfds_split}-{key}-{fingerprint[:20]}.npy'
-    return os.path.join(self._cache_dir, name)
+    name = f'{self.builder.name}-{tfds_split}-{key}-{fingerprint[:20]}{extra}'
+    return os.path.join(self._cache_dir, name + '.npy')
+
+  def _stream(self, tfds_split):
+    """``(record number, example)`` pairs of ``tfds_split``, in order.
+
+    For Places-LT, only the records its lists name: Places365 ``train``
+    holds 1.8 million images for Places-LT's 62,500 + 7,300, so the first
+    use writes those records, as they are stored, to a TFRecord copy in the
+    cache (keyed by the split's files and the lists), and every later
+    epoch reads the copy.
+    """
+    copy = self._places_copy(tfds_split) if self._lists is not None else None
+    if copy is None:
+      return self._read(tfds_split).enumerate()
+    path, kept = copy
+    decoders = {'image': tfds.decode.SkipDecoding()}
+    features = self.builder.info.features
+    examples = tf.data.TFRecordDataset(path).map(
+      lambda raw: features.deserialize_example(raw, decoders=decoders),
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
+    numbers = tf.data.Dataset.from_tensor_slices(kept)
+    return tf.data.Dataset.zip(numbers, examples)
+
+  def _places_copy(self, tfds_split):
+    """``(path, record numbers)`` of the filtered copy of ``tfds_split``,
+    written if missing; None without a cache or when every record is used."""
+    kept = np.unique(
+      np.concatenate(
+        [
+          self._split_records(split)[0]
+          for split in self.spec.splits
+          if self._tfds_split(split) == tfds_split
+        ]
+      )
+    )
+    path = self._cache_path(tfds_split, 'places_lt', self._lists_digest())
+    if path is None or len(kept) == len(self._names[tfds_split]):
+      return None
+    path = path[: -len('.npy')] + '.tfrecord'
+    if not os.path.isfile(path):
+      self._write_copy(tfds_split, kept, path)
+    return path, kept
+
+  def _write_copy(self, tfds_split, kept, path):
+    table = tf.lookup.StaticHashTable(
+      tf.lookup.KeyValueTensorInitializer(kept, tf.ones_like(kept)), 0
+    )
+
+    def listed(i, ex):
+      del ex
+      return table.lookup(i) > 0
+
+    def example(i, ex):
+      del i
+      return ex
+
+    ds = self._read(tfds_split).enumerate().filter(listed).map(example)
+    features = self.builder.info.features
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
+    os.close(fd)
+    try:
+      with tf.io.TFRecordWriter(tmp) as writer:
+        for ex in ds.as_numpy_iterator():
+          ex = {**ex, 'image': io.BytesIO(ex['image'])}  # stored bytes
+          writer.write(features.serialize_example(ex))
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+
+  def _lists_digest(self):
+    digest = hashlib.sha256()
+    for split in sorted(self._lists):
+      with open(self._lists[split], 'rb') as f:
+        digest.update(f.read())
+    return digest.hexdigest()[:12]
 
   def _places_records(self, split):
     """Record numbers and labels of a Places-LT split, by file name."""
@@ -370,7 +449,8 @@ class TfdsSource:
 
     Yields each selected record once, in record order (duplicates in
     ``indices`` are dropped). Restricting still reads every record of the
-    split and drops the others before decoding.
+    stream and drops the others before decoding; for Places-LT the stream
+    is its one-time filtered copy (:meth:`_stream`), not all of Places365.
 
     Args:
       split: one of ``spec.splits``.
@@ -383,7 +463,7 @@ class TfdsSource:
       'label': int32, 'index': int64}`` with known cardinality.
     """
     self._check_split(split)
-    ds = self._read(self._tfds_split(split)).enumerate()
+    ds = self._stream(self._tfds_split(split))
     if self._lists is None and indices is None:
 
       def pick(i, ex):
