@@ -216,6 +216,7 @@ def test_labels_are_cached_until_the_files_change(tmp_path):
   np.testing.assert_array_equal(first.labels('train'), want)
   (cached,) = cache.iterdir()
   assert cached.name.startswith('cifar10-train-label-')
+  assert cached.stat().st_mode & 0o044  # readable by a shared cache's users
 
   def no_reading(*args, **kwargs):
     raise AssertionError('read the records')

@@ -160,6 +160,14 @@ def split_fingerprint(builder, tfds_split: str) -> str | None:
   return digest.hexdigest() if paths else None
 
 
+def _shareable(path: str) -> None:
+  """The permissions of a plain new file (``mkstemp`` makes them 0600), so
+  the other users of a shared cache can read it."""
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(path, 0o666 & ~umask)
+
+
 def _save_atomic(path: str, array: np.ndarray) -> None:
   """``np.save`` through a temporary file and a rename: a crash leaves no
   half-written cache behind, and concurrent writers of one file agree."""
@@ -169,6 +177,7 @@ def _save_atomic(path: str, array: np.ndarray) -> None:
   try:
     with os.fdopen(fd, 'wb') as f:
       np.save(f, array, allow_pickle=False)
+    _shareable(tmp)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -333,7 +342,9 @@ class TfdsSource:
     decoders = {'image': tfds.decode.SkipDecoding()}
     features = self.builder.info.features
     examples = tf.data.TFRecordDataset(path).map(
-      lambda raw: features.deserialize_example(raw, decoders=decoders),
+      tf.autograph.experimental.do_not_convert(
+        lambda raw: features.deserialize_example(raw, decoders=decoders)
+      ),
       num_parallel_calls=tf.data.AUTOTUNE,
       deterministic=True,
     )
@@ -365,10 +376,14 @@ class TfdsSource:
       tf.lookup.KeyValueTensorInitializer(kept, tf.ones_like(kept)), 0
     )
 
+    # Not through AutoGraph: it would re-read this file's source, and plain
+    # TensorFlow ops need no conversion.
+    @tf.autograph.experimental.do_not_convert
     def listed(i, ex):
       del ex
       return table.lookup(i) > 0
 
+    @tf.autograph.experimental.do_not_convert
     def example(i, ex):
       del i
       return ex
@@ -383,6 +398,7 @@ class TfdsSource:
         for ex in ds.as_numpy_iterator():
           ex = {**ex, 'image': io.BytesIO(ex['image'])}  # stored bytes
           writer.write(features.serialize_example(ex))
+      _shareable(tmp)
       os.replace(tmp, path)
     finally:
       if os.path.exists(tmp):
