@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
+from ltjax.data.arrays import balanced_holdout
+
 _TFDS_BUILD = (
   'Prepare it on a machine with internet: `tfds build {tfds} '
   '--data_dir=DIR` (or tfds.builder({tfds!r}, data_dir=DIR)'
@@ -123,3 +127,48 @@ def get_spec(name: str, dev_source: str = 'validation') -> DatasetSpec:
   if dev_source == 'carve' and spec.dev_split is not None:
     spec = dataclasses.replace(spec, dev_split=None)
   return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class DevSplit:
+  """Training examples and the balanced dev set, as indices.
+
+  Attributes:
+    train: sorted int64 indices into the spec's ``train_split``.
+    dev: sorted int64 indices into the split named ``dev_from``.
+    dev_from: the split ``dev`` indexes.
+  """
+
+  train: np.ndarray
+  dev: np.ndarray
+  dev_from: str
+
+
+def carve_dev(
+  spec: DatasetSpec, train_labels, seed: int = 0, num_dev: int | None = None
+) -> DevSplit:
+  """The dev rule of ``spec`` applied to the labels of its train split.
+
+  Carves ``spec.dev_per_class`` random examples of every class from train
+  (:func:`ltjax.data.arrays.balanced_holdout`), or, when ``spec.dev_split``
+  is set, keeps all of train and takes all ``num_dev`` records of that split
+  as the dev set.
+
+  Args:
+    spec: the dataset's :class:`DatasetSpec`.
+    train_labels: ``[N]`` labels of ``spec.train_split`` in record order.
+    seed: seed of the per-class draws.
+    num_dev: size of ``spec.dev_split``; needed only when that is set.
+
+  Raises:
+    ValueError: a class has fewer than ``dev_per_class`` examples.
+  """
+  n = len(train_labels)
+  if spec.dev_split is not None:
+    if num_dev is None:
+      raise ValueError(f'{spec.name}: pass num_dev, the size of its dev split.')
+    return DevSplit(np.arange(n), np.arange(num_dev), spec.dev_split)
+  dev, train = balanced_holdout(
+    train_labels, spec.num_classes, spec.dev_per_class, seed
+  )
+  return DevSplit(train, dev, spec.train_split)

@@ -21,13 +21,15 @@ Places-LT is backed by tfds ``places365_small``, which stores each image's
 ``val_256/Places365_val_00000001.jpg`` for validation), the very paths of the
 Places-LT list files (``Places_LT_{train,val,test}.txt`` of the OLTR release,
 lines ``path label``): its ``train`` and ``val`` splits select records of
-Places365 ``train`` by name, ``test`` those of Places365 ``validation``.
+Places365 ``train`` by name, ``test`` those of Places365 ``validation``
+(:mod:`ltjax.data.places_lt`; after the first use, from a copy of just the
+listed records).
 
 A split's labels (and Places365's file names) are read from every record's
 bytes once and then cached as ``.npy`` files in ``cache_dir`` (default
-:func:`default_cache_dir`), keyed by a fingerprint of the split's files
-(names, sizes, modification times), so a changed dataset is read again and
-the next start of a run does not read the images.
+:func:`ltjax.data.tfds_cache.default_cache_dir`), keyed by a fingerprint of
+the split's files (names, sizes, modification times), so a changed dataset
+is read again and the next start of a run does not read the images.
 
 Offline: datasets are only read, never downloaded (no ``download_and_prepare``,
 ``try_gcs=False``), and tfds's look-ups of pre-computed metadata on
@@ -40,82 +42,25 @@ This module imports TensorFlow; ``ltjax`` and ``ltjax.data`` never import it.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.utils import gcs_utils
 
-from ltjax.data.arrays import ArrayData, balanced_holdout, from_arrays
+from ltjax.data import places_lt, tfds_cache
+from ltjax.data.arrays import ArrayData, from_arrays
+from ltjax.data.places_lt import PLACES_LT_LISTS as PLACES_LT_LISTS
 from ltjax.data.specs import DEV_SOURCES as DEV_SOURCES
 from ltjax.data.specs import SPECS as SPECS
 from ltjax.data.specs import DatasetSpec as DatasetSpec
+from ltjax.data.specs import DevSplit as DevSplit
+from ltjax.data.specs import carve_dev as carve_dev
 from ltjax.data.specs import get_spec as get_spec
 from ltjax.data.tf_pipeline import hide_gpus_from_tf
 
 hide_gpus_from_tf()
-
-PLACES_LT_LISTS = {
-  'train': 'Places_LT_train.txt',
-  'val': 'Places_LT_val.txt',
-  'test': 'Places_LT_test.txt',
-}
-_PLACES_LT_HELP = (
-  'The Places-LT split lists Places_LT_train.txt, Places_LT_val.txt and '
-  'Places_LT_test.txt (lines "data_256/a/airfield/00000001.jpg 0") come with '
-  'the OLTR release of Liu et al., CVPR 2019 '
-  '(github.com/zhmiao/OpenLongTailRecognition-OLTR, folder Places_LT_v2 of '
-  'its data download); pass the folder that holds them as places_lt_dir.'
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class DevSplit:
-  """Training examples and the balanced dev set, as indices.
-
-  Attributes:
-    train: sorted int64 indices into the spec's ``train_split``.
-    dev: sorted int64 indices into the split named ``dev_from``.
-    dev_from: the split ``dev`` indexes.
-  """
-
-  train: np.ndarray
-  dev: np.ndarray
-  dev_from: str
-
-
-def carve_dev(
-  spec: DatasetSpec, train_labels, seed: int = 0, num_dev: int | None = None
-) -> DevSplit:
-  """The dev rule of ``spec`` applied to the labels of its train split.
-
-  Carves ``spec.dev_per_class`` random examples of every class from train
-  (:func:`ltjax.data.arrays.balanced_holdout`), or, when ``spec.dev_split``
-  is set, keeps all of train and takes all ``num_dev`` records of that split
-  as the dev set.
-
-  Args:
-    spec: the dataset's :class:`DatasetSpec`.
-    train_labels: ``[N]`` labels of ``spec.train_split`` in record order.
-    seed: seed of the per-class draws.
-    num_dev: size of ``spec.dev_split``; needed only when that is set.
-
-  Raises:
-    ValueError: a class has fewer than ``dev_per_class`` examples.
-  """
-  n = len(train_labels)
-  if spec.dev_split is not None:
-    if num_dev is None:
-      raise ValueError(f'{spec.name}: pass num_dev, the size of its dev split.')
-    return DevSplit(np.arange(n), np.arange(num_dev), spec.dev_split)
-  dev, train = balanced_holdout(
-    train_labels, spec.num_classes, spec.dev_per_class, seed
-  )
-  return DevSplit(train, dev, spec.train_split)
 
 
 def disable_gcs() -> None:
@@ -128,61 +73,6 @@ def disable_gcs() -> None:
   but other code, e.g. ``tfds.testing``, may flip it); this pins it.
   """
   gcs_utils._is_gcs_disabled = True
-
-
-def default_cache_dir() -> str:
-  """``$LTJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/ltjax``, else
-  ``~/.cache/ltjax``."""
-  if os.environ.get('LTJAX_CACHE_DIR'):
-    return os.environ['LTJAX_CACHE_DIR']
-  base = os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache')
-  return os.path.join(base, 'ltjax')
-
-
-def split_fingerprint(builder, tfds_split: str) -> str | None:
-  """sha256 of a prepared split's identity: the dataset's name and version
-  and each file's name, size and modification time. None when the split has
-  no files to fingerprint (``tfds.testing.mock_data``), so nothing is
-  cached for it."""
-  try:
-    paths = builder.info.splits[tfds_split].filepaths
-  except (KeyError, ValueError):
-    return None
-  digest = hashlib.sha256(f'{builder.name} {builder.version}'.encode())
-  digest.update(f' {tfds_split}\n'.encode())
-  try:
-    for path in paths:
-      stat = os.stat(os.fspath(path))
-      name = os.path.basename(os.fspath(path))
-      digest.update(f'{name} {stat.st_size} {stat.st_mtime_ns}\n'.encode())
-  except OSError:
-    return None
-  return digest.hexdigest() if paths else None
-
-
-def _shareable(path: str) -> None:
-  """The permissions of a plain new file (``mkstemp`` makes them 0600), so
-  the other users of a shared cache can read it."""
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(path, 0o666 & ~umask)
-
-
-def _save_atomic(path: str, array: np.ndarray) -> None:
-  """``np.save`` through a temporary file and a rename: a crash leaves no
-  half-written cache behind, and concurrent writers of one file agree."""
-  folder = os.path.dirname(path)
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix='.npy.tmp')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      np.save(f, array, allow_pickle=False)
-    _shareable(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def _read_config():
@@ -210,7 +100,7 @@ class TfdsSource:
     dev_per_class: dev images per class carved from train (default: the
       spec's); ignored where a split is the dev set.
     cache_dir: where read columns (labels, file names) are cached; None:
-      :func:`default_cache_dir`; '' : no cache.
+      :func:`ltjax.data.tfds_cache.default_cache_dir`; '' : no cache.
 
   Raises:
     ValueError: unknown name.
@@ -234,7 +124,7 @@ class TfdsSource:
       self.spec = dataclasses.replace(self.spec, dev_per_class=dev_per_class)
     self._lists = None
     if self.spec.name == 'places_lt':
-      self._lists = self._check_lists(places_lt_dir)
+      self._lists = places_lt.check_lists(places_lt_dir)
     disable_gcs()
     data_dir = os.fspath(data_dir) if data_dir is not None else None
     self.builder = tfds.builder(
@@ -252,7 +142,9 @@ class TfdsSource:
           data_dir=self.builder.data_dir_root,
         )
       )
-    self._cache_dir = default_cache_dir() if cache_dir is None else cache_dir
+    if cache_dir is None:
+      cache_dir = tfds_cache.default_cache_dir()
+    self._cache_dir = cache_dir
     self._labels = {}
     self._records = {}
     self._names = {}
@@ -263,19 +155,6 @@ class TfdsSource:
 
   def __repr__(self):
     return f'TfdsSource({self.spec.name!r}, {self.builder.data_dir!r})'
-
-  @staticmethod
-  def _check_lists(places_lt_dir):
-    if places_lt_dir is None:
-      raise ValueError(f'places_lt needs places_lt_dir. {_PLACES_LT_HELP}')
-    paths = {
-      split: os.path.join(os.fspath(places_lt_dir), fname)
-      for split, fname in PLACES_LT_LISTS.items()
-    }
-    missing = [p for p in paths.values() if not os.path.isfile(p)]
-    if missing:
-      raise FileNotFoundError(f'missing {missing}. {_PLACES_LT_HELP}')
-    return paths
 
   def _check_split(self, split):
     if split not in self.spec.splits:
@@ -300,27 +179,26 @@ class TfdsSource:
     """Feature ``key`` of every record of ``tfds_split``, through the cache.
 
     Reading it reads every record's bytes (images included), so it is
-    cached under the split's :func:`split_fingerprint`.
+    cached under the split's
+    :func:`ltjax.data.tfds_cache.split_fingerprint`.
     """
     path = self._cache_path(tfds_split, key)
-    if path and os.path.isfile(path):
-      try:
-        return np.load(path, allow_pickle=False)
-      except (OSError, ValueError):  # damaged: read the records again
-        pass
+    cached = tfds_cache.load(path)  # None: missing or damaged
+    if cached is not None:
+      return cached
     ds = self._read(tfds_split).map(lambda ex: ex[key], tf.data.AUTOTUNE)
     parts = list(ds.batch(8192).as_numpy_iterator())
     column = np.concatenate(parts) if parts else np.zeros(0)
     if column.dtype == object:  # strings: fixed-width bytes, no pickle
       column = column.astype(np.bytes_)
     if path:
-      _save_atomic(path, column)
+      tfds_cache.save(path, column)
     return column
 
   def _cache_path(self, tfds_split, key, extra=''):
     if not self._cache_dir:
       return None
-    fingerprint = split_fingerprint(self.builder, tfds_split)
+    fingerprint = tfds_cache.split_fingerprint(self.builder, tfds_split)
     if fingerprint is None:
       return None
     name = f'{self.builder.name}-{tfds_split}-{key}-{fingerprint[:20]}{extra}'
@@ -339,17 +217,7 @@ class TfdsSource:
     if copy is None:
       return self._read(tfds_split).enumerate()
     path, kept = copy
-    decoders = {'image': tfds.decode.SkipDecoding()}
-    features = self.builder.info.features
-    examples = tf.data.TFRecordDataset(path).map(
-      tf.autograph.experimental.do_not_convert(
-        lambda raw: features.deserialize_example(raw, decoders=decoders)
-      ),
-      num_parallel_calls=tf.data.AUTOTUNE,
-      deterministic=True,
-    )
-    numbers = tf.data.Dataset.from_tensor_slices(kept)
-    return tf.data.Dataset.zip(numbers, examples)
+    return places_lt.read_copy(path, kept, self.builder.info.features)
 
   def _places_copy(self, tfds_split):
     """``(path, record numbers)`` of the filtered copy of ``tfds_split``,
@@ -363,53 +231,16 @@ class TfdsSource:
         ]
       )
     )
-    path = self._cache_path(tfds_split, 'places_lt', self._lists_digest())
+    digest = places_lt.lists_digest(self._lists)
+    path = self._cache_path(tfds_split, 'places_lt', digest)
     if path is None or len(kept) == len(self._names[tfds_split]):
       return None
     path = path[: -len('.npy')] + '.tfrecord'
     if not os.path.isfile(path):
-      self._write_copy(tfds_split, kept, path)
+      places_lt.write_copy(
+        self._read(tfds_split), kept, path, self.builder.info.features
+      )
     return path, kept
-
-  def _write_copy(self, tfds_split, kept, path):
-    table = tf.lookup.StaticHashTable(
-      tf.lookup.KeyValueTensorInitializer(kept, tf.ones_like(kept)), 0
-    )
-
-    # Not through AutoGraph: it would re-read this file's source, and plain
-    # TensorFlow ops need no conversion.
-    @tf.autograph.experimental.do_not_convert
-    def listed(i, ex):
-      del ex
-      return table.lookup(i) > 0
-
-    @tf.autograph.experimental.do_not_convert
-    def example(i, ex):
-      del i
-      return ex
-
-    ds = self._read(tfds_split).enumerate().filter(listed).map(example)
-    features = self.builder.info.features
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix='.tmp')
-    os.close(fd)
-    try:
-      with tf.io.TFRecordWriter(tmp) as writer:
-        for ex in ds.as_numpy_iterator():
-          ex = {**ex, 'image': io.BytesIO(ex['image'])}  # stored bytes
-          writer.write(features.serialize_example(ex))
-      _shareable(tmp)
-      os.replace(tmp, path)
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-
-  def _lists_digest(self):
-    digest = hashlib.sha256()
-    for split in sorted(self._lists):
-      with open(self._lists[split], 'rb') as f:
-        digest.update(f.read())
-    return digest.hexdigest()[:12]
 
   def _places_records(self, split):
     """Record numbers and labels of a Places-LT split, by file name."""
@@ -418,27 +249,9 @@ class TfdsSource:
       self._names[tfds_split] = [
         n.decode().lstrip('/') for n in self._column(tfds_split, 'filename')
       ]
-    names = self._names[tfds_split]
-    where = {n: i for i, n in enumerate(names)}
-    paths, labels = [], []
-    with open(self._lists[split]) as f:
-      for line in f:
-        if line.strip():
-          path, label = line.split()
-          paths.append(path.lstrip('/'))
-          labels.append(int(label))
-    missing = [p for p in paths if p not in where]
-    if missing:
-      raise ValueError(
-        f'{len(missing)} of {len(paths)} images of {self._lists[split]} are '
-        f'not in tfds places365_small/{self._tfds_split(split)} (first: '
-        f'{missing[:3]}; tfds names look like {names[:2]}).'
-      )
-    records = np.array([where[p] for p in paths], np.int64)
-    if len(np.unique(records)) != len(records):
-      raise ValueError(f'{self._lists[split]} lists an image twice.')
-    order = np.argsort(records)
-    return records[order], np.asarray(labels, np.int32)[order]
+    return places_lt.match_list(
+      self._lists[split], self._names[tfds_split], tfds_split
+    )
 
   def _split_records(self, split):
     """``(records, labels)``: records None for a whole tfds split."""

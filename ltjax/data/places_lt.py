@@ -1,0 +1,126 @@
+"""Places-LT over tfds ``places365_small``: the list files and a filtered copy.
+
+Places-LT (Liu et al., CVPR 2019) names its images by Places365 file name in
+``Places_LT_{train,val,test}.txt`` (lines ``path label``). Its train and
+val lists pick 62,500 + 7,300 of Places365's 1.8 million training images,
+so :class:`ltjax.data.tfds_sources.TfdsSource` reads them, after the first
+use, from a copy of just those records (:func:`write_copy`,
+:func:`read_copy`) in its cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from ltjax.data import tfds_cache
+
+PLACES_LT_LISTS = {
+  'train': 'Places_LT_train.txt',
+  'val': 'Places_LT_val.txt',
+  'test': 'Places_LT_test.txt',
+}
+HELP = (
+  'The Places-LT split lists Places_LT_train.txt, Places_LT_val.txt and '
+  'Places_LT_test.txt (lines "data_256/a/airfield/00000001.jpg 0") come with '
+  'the OLTR release of Liu et al., CVPR 2019 '
+  '(github.com/zhmiao/OpenLongTailRecognition-OLTR, folder Places_LT_v2 of '
+  'its data download); pass the folder that holds them as places_lt_dir.'
+)
+
+
+def check_lists(places_lt_dir) -> dict:
+  """``{split: path}`` of the three list files in ``places_lt_dir``."""
+  if places_lt_dir is None:
+    raise ValueError(f'places_lt needs places_lt_dir. {HELP}')
+  paths = {
+    split: os.path.join(os.fspath(places_lt_dir), fname)
+    for split, fname in PLACES_LT_LISTS.items()
+  }
+  missing = [p for p in paths.values() if not os.path.isfile(p)]
+  if missing:
+    raise FileNotFoundError(f'missing {missing}. {HELP}')
+  return paths
+
+
+def lists_digest(paths: dict) -> str:
+  """A short sha256 of the three list files' contents."""
+  digest = hashlib.sha256()
+  for split in sorted(paths):
+    with open(paths[split], 'rb') as f:
+      digest.update(f.read())
+  return digest.hexdigest()[:12]
+
+
+def match_list(list_path, names, tfds_split):
+  """``(records, labels)`` of the list file ``list_path`` (lines ``path
+  label``): the record numbers of its images among ``names`` (the tfds
+  split's file names, in record order), sorted, with their labels."""
+  where = {n: i for i, n in enumerate(names)}
+  paths, labels = [], []
+  with open(list_path) as f:
+    for line in f:
+      if line.strip():
+        path, label = line.split()
+        paths.append(path.lstrip('/'))
+        labels.append(int(label))
+  missing = [p for p in paths if p not in where]
+  if missing:
+    raise ValueError(
+      f'{len(missing)} of {len(paths)} images of {list_path} are '
+      f'not in tfds places365_small/{tfds_split} (first: '
+      f'{missing[:3]}; tfds names look like {names[:2]}).'
+    )
+  records = np.array([where[p] for p in paths], np.int64)
+  if len(np.unique(records)) != len(records):
+    raise ValueError(f'{list_path} lists an image twice.')
+  order = np.argsort(records)
+  return records[order], np.asarray(labels, np.int32)[order]
+
+
+def write_copy(ds, kept, path, features) -> None:
+  """Writes the records numbered ``kept`` of ``ds`` (a tfds split read in
+  record order, images undecoded) to the TFRecord ``path``, as stored."""
+  table = tf.lookup.StaticHashTable(
+    tf.lookup.KeyValueTensorInitializer(kept, tf.ones_like(kept)), 0
+  )
+
+  # Not through AutoGraph: it would re-read this file's source, and plain
+  # TensorFlow ops need no conversion.
+  @tf.autograph.experimental.do_not_convert
+  def listed(i, ex):
+    del ex
+    return table.lookup(i) > 0
+
+  @tf.autograph.experimental.do_not_convert
+  def example(i, ex):
+    del i
+    return ex
+
+  ds = ds.enumerate().filter(listed).map(example)
+  with tfds_cache.atomic_file(path) as tmp:
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for ex in ds.as_numpy_iterator():
+        ex = {**ex, 'image': io.BytesIO(ex['image'])}  # stored bytes
+        writer.write(features.serialize_example(ex))
+
+
+def read_copy(path, kept, features):
+  """``(record number, example)`` pairs of a :func:`write_copy` file,
+  images undecoded, as ``builder.as_dataset(...).enumerate()`` gives them
+  for the full split."""
+  decoders = {'image': tfds.decode.SkipDecoding()}
+  examples = tf.data.TFRecordDataset(path).map(
+    tf.autograph.experimental.do_not_convert(
+      lambda raw: features.deserialize_example(raw, decoders=decoders)
+    ),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
+  numbers = tf.data.Dataset.from_tensor_slices(kept)
+  return tf.data.Dataset.zip(numbers, examples)
