@@ -1,4 +1,9 @@
-"""Scalars to a JSON-lines file and to TensorBoard event files.
+"""A run's records: scalars, progress lines and evaluations.
+
+Scalars go to a JSON-lines file and to TensorBoard event files
+(:class:`MetricWriter`), the periodic progress line to the log
+(:class:`Progress`), and the evaluations to ``evals.jsonl``
+(:func:`write_evals`, read back on resume by :func:`read_evals`).
 
 The event files are written through tensorboardX (tensorboardX,
 https://github.com/lanpa/tensorboardX), so logging needs neither TensorFlow
@@ -13,7 +18,12 @@ import json
 import os
 import time
 
+import jax
+import numpy as np
 import tensorboardX
+from absl import logging
+
+from ltjax import evaluate
 
 
 def _unused_suffix(logdir) -> str:
@@ -75,3 +85,43 @@ class MetricWriter:
 def read_jsonl(path) -> list[dict]:
   with open(path) as f:
     return [json.loads(r) for r in f if r.strip()]
+
+
+def read_evals(workdir, start_step) -> list[list[dict]]:
+  """The evaluations of ``workdir/evals.jsonl`` up to ``start_step``."""
+  path = os.path.join(workdir, 'evals.jsonl')
+  if not os.path.exists(path):
+    return []
+  rows = read_jsonl(path)
+  return [evaluate.row_records(r) for r in rows if r['step'] <= start_step]
+
+
+def write_evals(workdir, evals) -> None:
+  path = os.path.join(workdir, 'evals.jsonl')
+  with open(path + '.tmp', 'w') as f:
+    f.writelines(json.dumps(evaluate.eval_row(r)) + '\n' for r in evals)
+  os.replace(path + '.tmp', path)
+
+
+class Progress:
+  """The periodic log line and scalars: loss, lr, images/s, time left."""
+
+  def __init__(self, config, start_step, total_steps, steps_per_epoch):
+    self._images = config.batch_size * config.num_seeds
+    self._total, self._spe = total_steps, steps_per_epoch
+    self._t, self._step = time.perf_counter(), start_step
+
+  def __call__(self, done, stage, metrics) -> dict:
+    now = time.perf_counter()
+    rate = (done - self._step) * self._images / (now - self._t)
+    scalars = {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}
+    scalars['images_per_second'] = rate
+    eta = (self._total - done) * self._images / rate
+    logging.info(
+      'step %d/%d epoch %.1f stage %d loss %.4f lr %.3g %.0f img/s, '
+      '%.0f s left',
+      done, self._total, done / self._spe, stage, scalars['train/loss'],
+      scalars['learning_rate'], rate, eta,
+    )  # fmt: skip
+    self._t, self._step = now, done
+    return scalars

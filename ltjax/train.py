@@ -4,8 +4,10 @@ A run, step by step, each a function a test or benchmark can call:
 :func:`ltjax.devices.make_mesh`, the input (:func:`ltjax.inputs.build_input`),
 :func:`create_model`, :func:`seed_keys`, :func:`restore_or_init_state`,
 :func:`make_stage_steps` (one jitted, donated step per stage),
-:func:`evaluate_state`, :func:`final_results` and :func:`write_results`;
-:func:`train_and_evaluate` only orchestrates them.
+:func:`train_loop` (the steps, with progress, evaluations through
+:func:`evaluate_and_record`, checkpoints and preemption),
+:func:`final_results` and :func:`write_results`; :func:`train_and_evaluate`
+only orchestrates them.
 
 Array datasets (CIFAR-LT) stay on the device and are gathered, augmented and
 updated inside one jitted step, data parallel over every device of a
@@ -184,22 +186,6 @@ def evaluate_state(predict, state, data, logit_scale) -> list[dict]:
   )
 
 
-def read_evals(workdir, start_step) -> list[list[dict]]:
-  """The evaluations of ``workdir/evals.jsonl`` up to ``start_step``."""
-  path = os.path.join(workdir, 'evals.jsonl')
-  if not os.path.exists(path):
-    return []
-  rows = summary.read_jsonl(path)
-  return [evaluate.row_records(r) for r in rows if r['step'] <= start_step]
-
-
-def write_evals(workdir, evals) -> None:
-  path = os.path.join(workdir, 'evals.jsonl')
-  with open(path + '.tmp', 'w') as f:
-    f.writelines(json.dumps(evaluate.eval_row(r)) + '\n' for r in evals)
-  os.replace(path + '.tmp', path)
-
-
 def check_finite(state, ckpt: Checkpointer) -> None:
   """Stops at the first non-finite step the compiled step recorded."""
   bad = np.asarray(jax.device_get(state.first_bad_step))
@@ -211,30 +197,6 @@ def check_finite(state, ckpt: Checkpointer) -> None:
       f'The last good checkpoint (step {ckpt.latest_step()}) is kept in '
       f'{ckpt.directory}; lower the learning rate or check the data.'
     )
-
-
-class Progress:
-  """The periodic log line and scalars: loss, lr, images/s, time left."""
-
-  def __init__(self, config, start_step, total_steps, steps_per_epoch):
-    self._images = config.batch_size * config.num_seeds
-    self._total, self._spe = total_steps, steps_per_epoch
-    self._t, self._step = time.perf_counter(), start_step
-
-  def __call__(self, done, stage, metrics) -> dict:
-    now = time.perf_counter()
-    rate = (done - self._step) * self._images / (now - self._t)
-    scalars = {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}
-    scalars['images_per_second'] = rate
-    eta = (self._total - done) * self._images / rate
-    logging.info(
-      'step %d/%d epoch %.1f stage %d loss %.4f lr %.3g %.0f img/s, '
-      '%.0f s left',
-      done, self._total, done / self._spe, stage, scalars['train/loss'],
-      scalars['learning_rate'], rate, eta,
-    )  # fmt: skip
-    self._t, self._step = now, done
-    return scalars
 
 
 def final_results(config, data, evals, state) -> dict:
@@ -272,6 +234,49 @@ def write_results(workdir, results) -> None:
     )  # fmt: skip
 
 
+def train_loop(config, state, steps, feeds, spe, ckpt, writer, record_eval):
+  """Runs ``state`` from its step to the last of the schedule and returns it.
+
+  Logs progress every ``config.log_every_steps``, calls ``record_eval(state)``
+  every ``config.eval_every_epochs`` and checkpoints every
+  ``config.checkpoint_every_steps`` (each also at the last step). A SIGTERM
+  or SIGINT checkpoints the step in flight and raises
+  :class:`ltjax.preemption.Preempted`.
+  """
+  start_step = step_of(state)
+  total_steps, stage2_step = config.num_epochs * spe, config.stage2_epoch * spe
+  eval_every = config.eval_every_epochs * spe
+  progress = summary.Progress(config, start_step, total_steps, spe)
+  logging.info(
+    'Training %s on %s: %d steps (%d per epoch), stage 2 from step %d; '
+    'starting at step %d on %d device(s).',
+    config.method, config.dataset, total_steps, spe, stage2_step,
+    start_step, jax.device_count(),
+  )  # fmt: skip
+  started = time.perf_counter()
+  with preemption.Watch() as watch:
+    for step in range(start_step, total_steps):
+      stage = 1 if step < stage2_step else 2
+      state, metrics = steps[stage](state, next(feeds))
+      done = step + 1
+      if step == start_step:
+        _log_first_step(metrics, started)
+      if done % config.log_every_steps == 0 or done == total_steps:
+        check_finite(state, ckpt)
+        scalars = progress(done, stage, metrics)
+        if writer:
+          writer.write(done, scalars)
+      if done % eval_every == 0 or done == total_steps:
+        record_eval(state)
+      if done % config.checkpoint_every_steps == 0 or done == total_steps:
+        check_finite(state, ckpt)
+        ckpt.save(state)
+      if watch.requested(done) and done < total_steps:
+        _stop_preempted(state, ckpt, writer, watch.signum)
+  check_finite(state, ckpt)
+  return state
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains as ``config`` says, evaluates, and writes results to ``workdir``.
 
@@ -289,8 +294,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
   with phases.phase('build the input'):
     data = inputs.build_input(config, mesh)
   logging.info('%s (split sha256 %s)', data.summary, data.digest[:12])
-  spe = data.steps_per_epoch
-  total_steps, stage2_step = config.num_epochs * spe, config.stage2_epoch * spe
   model = create_model(config, data.num_classes, method)
   k_init, k_train, k_dev = seed_keys(config)
   ckpt = Checkpointer(
@@ -302,52 +305,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
       restore_or_init_state(ckpt, init, k_init, data.digest, pretrained)
     )
   start_step = step_of(state)
-
-  steps = make_stage_steps(config, model, method, data)
-  feeds = data.train_feeds(
-    k_train, k_dev, start_step, meta_start_step(method, stage2_step)
+  meta_start = meta_start_step(
+    method, config.stage2_epoch * data.steps_per_epoch
   )
-  predict = train_step.make_predict(model, data, mesh, config.num_seeds)
-  # The calibration error reads the probabilities the loss trains: LDAM's
-  # cosine head is scaled by s before its softmax.
-  logit_scale = config.ldam_scale if method.loss == 'ldam' else 1.0
+  feeds = data.train_feeds(k_train, k_dev, start_step, meta_start)
   lead = jax.process_index() == 0
   writer = summary.MetricWriter(workdir, start_step) if lead else None
-  evals = read_evals(workdir, start_step)
-  progress = Progress(config, start_step, total_steps, spe)
-  logging.info(
-    'Training %s on %s: %d steps (%d per epoch), stage 2 from step %d; '
-    'starting at step %d on %d device(s).',
-    config.method, config.dataset, total_steps, spe, stage2_step,
-    start_step, jax.device_count(),
+  evals = summary.read_evals(workdir, start_step)
+  record_eval = functools.partial(
+    evaluate_and_record,
+    train_step.make_predict(model, data, mesh, config.num_seeds),
+    data,
+    # The calibration error reads the probabilities the loss trains: LDAM's
+    # cosine head is scaled by s before its softmax.
+    config.ldam_scale if method.loss == 'ldam' else 1.0,
+    evals,
+    workdir if lead else None,
+    writer,
+  )
+  steps = make_stage_steps(config, model, method, data)
+  state = train_loop(
+    config, state, steps, feeds, data.steps_per_epoch, ckpt, writer,
+    record_eval,
   )  # fmt: skip
-  eval_every = config.eval_every_epochs * spe
-  started = time.perf_counter()
-  with preemption.Watch() as watch:
-    for step in range(start_step, total_steps):
-      stage = 1 if step < stage2_step else 2
-      state, metrics = steps[stage](state, next(feeds))
-      done = step + 1
-      if step == start_step:
-        _log_first_step(metrics, started)
-      if done % config.log_every_steps == 0 or done == total_steps:
-        check_finite(state, ckpt)
-        scalars = progress(done, stage, metrics)
-        if writer:
-          writer.write(done, scalars)
-      if done % eval_every == 0 or done == total_steps:
-        records = evaluate_state(predict, state, data, logit_scale)
-        _record_eval(evals, records, workdir if lead else None, writer)
-      if done % config.checkpoint_every_steps == 0 or done == total_steps:
-        check_finite(state, ckpt)
-        ckpt.save(state)
-      if watch.requested(done) and done < total_steps:
-        _stop_preempted(state, ckpt, writer, watch.signum)
-  check_finite(state, ckpt)
   ckpt.close()
   if not evals or evals[-1][0]['step'] != step_of(state):
-    records = evaluate_state(predict, state, data, logit_scale)
-    _record_eval(evals, records, workdir if lead else None, writer)
+    record_eval(state)
   results = final_results(config, data, evals, state)
   if lead:
     write_results(workdir, results)
@@ -376,9 +359,13 @@ def _stop_preempted(state, ckpt, writer, signum) -> None:
   raise error
 
 
-def _record_eval(evals, records, workdir, writer) -> None:
-  """Appends an evaluation to ``evals`` and logs it; on process 0
-  (``workdir`` set) also writes ``evals.jsonl`` and the scalars."""
+def evaluate_and_record(
+  predict, data, logit_scale, evals, workdir, writer, state
+) -> None:
+  """Evaluates ``state`` (:func:`evaluate_state`), appends the records to
+  ``evals`` and logs them; on process 0 (``workdir`` set) also writes
+  ``evals.jsonl`` and the scalars."""
+  records = evaluate_state(predict, state, data, logit_scale)
   evals.append(records)
   logging.info(
     'epoch %d: test top-1 error %s%%, dev top-1 error %s%%',
@@ -388,7 +375,7 @@ def _record_eval(evals, records, workdir, writer) -> None:
   )
   if workdir is None:
     return
-  write_evals(workdir, evals)
+  summary.write_evals(workdir, evals)
   writer.write(
     records[0]['step'],
     {
