@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 
 class UnreadableCheckpointError(RuntimeError):
@@ -119,8 +120,6 @@ class Checkpointer:
         shutil.move(self.step_dir(step), target)
         logging.warning('Moved the unreadable checkpoint to %s.', target)
     if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-
       multihost_utils.sync_global_devices('ltjax_checkpoints_moved_aside')
     self._manager.reload()
 

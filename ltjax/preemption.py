@@ -24,6 +24,8 @@ import threading
 
 import jax
 from absl import logging
+from jax._src import distributed  # whether jax.distributed is initialized
+from jax.experimental import multihost_utils
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -45,8 +47,6 @@ class Preempted(Exception):
 
 
 def _distributed() -> bool:
-  from jax._src import distributed
-
   return distributed.global_state.client is not None
 
 
@@ -86,8 +86,6 @@ class Watch:
     """Whether to checkpoint and stop after ``step`` (every process calls
     it with the same steps)."""
     if self._sync:
-      from jax.experimental import multihost_utils
-
       if multihost_utils.reached_preemption_sync_point(step):
         self.signum = signal.SIGTERM
         return True
