@@ -45,6 +45,13 @@ def _label(summary) -> str:
   )
 
 
+def _processor(summary) -> str:
+  """The run's machine without its date: XLA's CPU code, and so its
+  float rounding, differs between processors, so two runs share a stage 1
+  bit for bit only on the same kind."""
+  return summary.get('machine', '').split('; ', 1)[-1]
+
+
 def merge(runs) -> list[dict]:
   """One entry per (method, overrides): the seeds of its runs pooled (each
   with its ``id``), ε and weight statistics averaged over runs."""
@@ -55,7 +62,7 @@ def merge(runs) -> list[dict]:
   for label, members in groups.items():
     g = dict(members[0], label=label, runs=[s['name'] for s in members])
     g['seeds'] = [
-      dict(r, id=i)
+      dict(r, id=i, processor=_processor(s))
       for s in members
       for i, r in zip(_seed_ids(s), s['seeds'], strict=True)
     ]
@@ -113,11 +120,22 @@ def _paired(runs) -> list[str]:
   if not {'ours_ce', 'cb_finetune'} <= set(by):
     return []
   a, b = by['ours_ce'], by['cb_finetune']
-  ids = [
-    r['id'] for r in a['seeds'] if r['id'] in {q['id'] for q in b['seeds']}
-  ]
+  other = {q['id']: q['processor'] for q in b['seeds']}
+  common = [r for r in a['seeds'] if r['id'] in other]
+  ids = [r['id'] for r in common if r['processor'] == other[r['id']]]
+  apart = [r['id'] for r in common if r['processor'] != other[r['id']]]
+  note = (
+    [
+      '',
+      f'Not paired: seed {", ".join(apart)}, whose two stage-1 runs '
+      "were trained on different processors (XLA's CPU rounding differs "
+      'between them, so they are not the same stage 1).',
+    ]
+    if apart
+    else []
+  )
   if not ids:
-    return []
+    return note
   out = [
     '',
     'ours_ce − cb_finetune on the same seeds (the same stage 1, then class '
@@ -134,7 +152,7 @@ def _paired(runs) -> list[str]:
     ))  # fmt: skip
     per = ', '.join(f'{x:+.2f}' for x in d)
     out.append(f'| {which} | {per} | {_mean_std(d)} |')
-  return out
+  return out + note
 
 
 def _tau(s) -> float:

@@ -133,6 +133,26 @@ def test_seeds_of_separate_runs_are_pooled_and_paired_by_seed():
   assert '| last | -1.00, -1.00 | -1.00 ± 0.00 |' in text
 
 
+def test_seeds_whose_stage_1_ran_on_different_processors_are_not_paired():
+  from benchmarks import results_md
+
+  def on(summary, processor):
+    return dict(summary, machine=f'2026-12-03 09:10 UTC; {processor}')
+
+  runs = [
+    on(_summary('cb_finetune', 1, 0, [64.0]), 'Intel Xeon, 2 CPUs'),
+    on(_summary('cb_finetune', 1, 1, [66.0]), 'Intel Xeon, 2 CPUs'),
+    on(_summary('ours_ce', 1, 0, [63.0]), 'AMD EPYC, 2 CPUs'),
+    on(_summary('ours_ce', 1, 1, [65.5]), 'Intel Xeon, 2 CPUs'),
+  ]
+  text = '\n'.join(results_md._paired(results_md.merge(runs)))
+  assert 'seeds 1:' in text
+  assert '| last | -0.50 | -0.50 |' in text
+  assert 'Not paired: seed 0, whose two stage-1 runs' in text
+  only_apart = '\n'.join(results_md._paired(results_md.merge(runs[::2])))
+  assert 'seeds' not in only_apart and 'Not paired: seed 0' in only_apart
+
+
 def test_paper_table_matches_the_config_docstring():
   import importlib.util
 
