@@ -124,16 +124,14 @@ def _paired(runs) -> list[str]:
   common = [r for r in a['seeds'] if r['id'] in other]
   ids = [r['id'] for r in common if r['processor'] == other[r['id']]]
   apart = [r['id'] for r in common if r['processor'] != other[r['id']]]
-  note = (
-    [
+  note = []
+  if apart:
+    note = [
       '',
-      f'Not paired: seed {", ".join(apart)}, whose two stage-1 runs '
-      "were trained on different processors (XLA's CPU rounding differs "
-      'between them, so they are not the same stage 1).',
+      f'Not paired: seed {", ".join(apart)}, whose two stage-1 runs were '
+      "trained on different processors (XLA's CPU rounding differs between "
+      'them, so they are not the same stage 1).',
     ]
-    if apart
-    else []
-  )
   if not ids:
     return note
   out = [
@@ -243,7 +241,7 @@ def _figures(runs, imbalance, figures_dir, rel) -> list[str]:
 def _protocol(runs) -> list[str]:
   s = runs[0]
   c = s['schedule']
-  machines = sorted({r['machine'].split(';', 1)[1].strip() for r in runs})
+  machines = sorted({_processor(r) for r in runs})
   commits = sorted({r['commit'][:12] for r in runs})
   drops = ' and '.join(str(b) for b in c['lr_boundaries'])
   return [
