@@ -84,8 +84,22 @@ def _imb100() -> list[Run]:
   )
 
 
+# Three more seeds of the paired ε comparison, so that ours_ce - cb_finetune
+# and the τ = 100 gain rest on five seeds. The forks of one seed share its
+# stage 1 and must run on one machine.
+MORE_SEEDS = (2, 3, 4)
+
+
+def _seeds5() -> list[Run]:
+  runs = []
+  for k in MORE_SEEDS:
+    runs += [Run(m, 100, seed=k) for m in ('ce', 'cb_finetune', 'ours_ce')]
+    runs.append(Run('ours_ce', 100, overrides=EPS_VARIANTS[0], seed=k))
+  return runs
+
+
 # In the order they run: how much ε does (and ours_ce's row), the rest of
-# the paper's table, then imbalance 10.
+# the paper's table, then imbalance 10, then more seeds of the ε pairs.
 GRIDS = {
   'eps': _eps(),
   'imb100': _imb100(),
@@ -94,4 +108,5 @@ GRIDS = {
     for k in SEEDS
     for m in ('ce', 'cb_finetune', 'ours_ce', 'cb_ce')  # fmt: skip
   ],
+  'seeds5': _seeds5(),
 }
