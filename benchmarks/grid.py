@@ -98,8 +98,22 @@ def _seeds5() -> list[Run]:
   return runs
 
 
+# The baselines after the paper (ltjax.methods): the decoupling family and
+# post-hoc logit adjustment fork from the CE stage 1 of their seed; la,
+# ours_la (one la stage 1) and bs train their own. At imbalance 100 they take
+# seeds 2 and 3, whose CE stage 1 `seeds5` trains on the same machine, so
+# that they pair with ce on one stage 1.
+NEW_METHODS = ('crt', 'lws', 'tau_norm', 'la_posthoc', 'la', 'ours_la', 'bs')
+
+
+def _decouple() -> list[Run]:
+  runs = [Run(m, 100, seed=k) for k in (2, 3) for m in NEW_METHODS]
+  return runs + [Run(m, 10, seed=k) for k in SEEDS for m in NEW_METHODS]
+
+
 # In the order they run: how much ε does (and ours_ce's row), the rest of
-# the paper's table, then imbalance 10, then more seeds of the ε pairs.
+# the paper's table, then imbalance 10, more seeds of the ε pairs, and the
+# baselines after the paper.
 GRIDS = {
   'eps': _eps(),
   'imb100': _imb100(),
@@ -109,4 +123,5 @@ GRIDS = {
     for m in ('ce', 'cb_finetune', 'ours_ce', 'cb_ce')  # fmt: skip
   ],
   'seeds5': _seeds5(),
+  'decouple': _decouple(),
 }

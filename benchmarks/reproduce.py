@@ -17,8 +17,8 @@ small JSON summary to ``--results_dir`` (commit it), and RESULTS.md is
 regenerated from those summaries alone.
 
 Shared stage 1. Methods whose stage 1 is plain training with the same loss
-(ce, cb_finetune, ours_ce and its variants; focal, ours_focal; ldam,
-ldam_drw, ours_ldam) run identical updates on identical batches for the
+(ce, cb_finetune, ours_ce and its variants, crt, lws, tau_norm,
+la_posthoc; focal, ours_focal; ldam, ldam_drw, ours_ldam; la, ours_la) run identical updates on identical batches for the
 first ``stage2_epoch`` epochs: batches are a function of ``(seed, step)``
 and the learning rate of the epoch alone. The stage-1 prefix is trained once
 (``num_epochs = stage2_epoch``, ``method`` = the plain method of that loss)
@@ -42,18 +42,6 @@ import numpy as np
 
 from benchmarks import cli, machine
 from benchmarks.grid import GRIDS, Run
-
-# Fields that only stage 2 reads when stage 1 is 'plain' (reset to their
-# defaults in the shared prefix, so variants of them share it).
-STAGE2_FIELDS = (
-  'cb_beta',
-  'eps_lr',
-  'inner_reduction',
-  'eps_grad',
-  'mwn_hidden',
-  'mwn_lr',
-  'mwn_wd',
-)
 
 
 def parse_args(argv=None):
@@ -110,16 +98,20 @@ def stage1_prefix(config):
   from ltjax import config_lib, methods
 
   method = methods.get_method(config.method)
+  plain = methods.METHODS.get(method.loss)  # the loss's own plain method
   if (
-    method.stage1 != 'plain'
+    plain is None
+    or (plain.stage1, plain.stage2) != (method.stage1, method.stage1)
     or not 0 < config.stage2_epoch < config.num_epochs
     or config.stage2_epoch % config.eval_every_epochs
   ):
     return None
   prefix = config.copy_and_resolve_references()
-  prefix.method = method.loss  # 'ce', 'focal', 'ldam': plain in both stages
+  prefix.method = method.loss  # 'ce', 'focal', 'ldam', 'la': plain twice
   defaults = config_lib.method_defaults(prefix.method)
-  for field in STAGE2_FIELDS:
+  # Fields only a stage reads (the stage tables' hyperparameters) take their
+  # defaults in the plain prefix, so variants of them share it.
+  for field in methods.stage_fields():
     prefix[field] = defaults[field]
   prefix.num_epochs = config.stage2_epoch
   # Drops after the prefix's end change none of its learning rates.
@@ -200,10 +192,12 @@ def _record(r: dict) -> dict:
   keys = ('top1_error', 'top3_error', 'top5_error', 'many_shot_accuracy',
           'medium_shot_accuracy', 'few_shot_accuracy', 'ece',
           'per_class_accuracy')  # fmt: skip
+  extra = {'posthoc_tau': r['posthoc_tau']} if 'posthoc_tau' in r else {}
   return {
     'epoch': r['epoch'],
     'dev_top1_error': r['dev_top1_error'],
     **{k: test.get(k) for k in keys},
+    **extra,
   }
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 METHOD_ORDER = ('ce', 'cb_ce', 'focal', 'cb_focal', 'ldam', 'ldam_drw',
                 'cb_finetune', 'l2rw', 'mwn', 'ours_ce', 'ours_focal',
-                'ours_ldam')  # fmt: skip
+                'ours_ldam', 'crt', 'lws', 'tau_norm', 'la', 'la_posthoc', 'bs',
+                'ours_la')  # fmt: skip
 FIGURE_METHODS = ('ce', 'cb_ce', 'ours_ce')
 
 

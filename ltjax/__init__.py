@@ -6,9 +6,12 @@ Long-Tailed Visual Recognition from a Domain Adaptation Perspective" (CVPR
 """
 
 from ltjax import models as models
+from ltjax.losses import balanced_softmax_loss as balanced_softmax_loss
 from ltjax.losses import focal_loss as focal_loss
 from ltjax.losses import ldam_loss as ldam_loss
 from ltjax.losses import ldam_margins as ldam_margins
+from ltjax.losses import log_class_prior as log_class_prior
+from ltjax.losses import logit_adjusted_loss as logit_adjusted_loss
 from ltjax.losses import softmax_cross_entropy as softmax_cross_entropy
 from ltjax.meta import MetaStepOutput as MetaStepOutput
 from ltjax.meta import meta_step as meta_step

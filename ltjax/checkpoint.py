@@ -73,14 +73,18 @@ class Checkpointer:
 
   def restore_latest(self, template):
     """The newest readable checkpoint, shaped, typed and sharded like
-    ``template``.
+    ``template``, or like ``template(step)`` when it is a function (a state
+    whose structure changes with the stage).
 
     Raises:
       UnreadableCheckpointError: no kept checkpoint could be read.
     """
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    template_of = template if callable(template) else lambda step: template
     failed = []
     for step in sorted(self._manager.all_steps(), reverse=True):
+      abstract = jax.tree.map(
+        ocp.utils.to_shape_dtype_struct, template_of(step)
+      )
       try:
         state = self._manager.restore(
           step, args=ocp.args.StandardRestore(abstract)

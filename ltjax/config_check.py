@@ -8,14 +8,12 @@ together (lr drops after the last epoch are allowed, with a warning). Every mess
 
 from __future__ import annotations
 
-import math
-import numbers
 import os
 
 import jax
 from absl import logging
 
-from ltjax import datasets, methods, models
+from ltjax import datasets, fields, methods, models
 from ltjax.data.specs import DEV_SOURCES
 
 
@@ -23,23 +21,15 @@ class ConfigError(ValueError):
   """A config value that no run can use; the message says the fix."""
 
 
-def _choice(options):
-  options = tuple(options)
-  return (lambda v: v in options), f'one of {sorted(options)}'
-
-
-def _at_least(low, *, strict=False):
-  if strict:
-    return (lambda v: v > low), f'> {low}'
-  return (lambda v: v >= low), f'>= {low}'
-
-
-def _in(low, high):
-  return (lambda v: low <= v < high), f'in [{low}, {high})'
-
-
-_ANY = (lambda v: True), 'any value'
-_INT, _NUM, _STR, _BOOL = 'int', 'number', 'str', 'bool'
+# The rules of ltjax.fields, under the short names of the table below.
+_choice, _at_least, _in, _ANY = (
+  fields.choice,
+  fields.at_least,
+  fields.in_range,
+  fields.ANY,
+)
+_INT, _NUM, _STR, _BOOL = fields.INT, fields.NUM, fields.STR, fields.BOOL
+_has_type = fields.has_type
 
 # field: (type, (predicate, what is allowed)).
 RULES = {
@@ -64,16 +54,8 @@ RULES = {
   'momentum': (_NUM, _in(0, 1)),
   'nesterov': (_BOOL, _ANY),
   'weight_decay': (_NUM, _at_least(0)),
-  'cb_beta': (_NUM, _in(0, 1)),
-  'focal_gamma': (_NUM, _at_least(0)),
-  'ldam_max_margin': (_NUM, _at_least(0, strict=True)),
-  'ldam_scale': (_NUM, _at_least(0, strict=True)),
-  'eps_lr': (_NUM, _at_least(0)),
-  'inner_reduction': (_STR, _choice(('sum', 'mean'))),
-  'eps_grad': (_STR, _choice(('jvp', 'unroll'))),
-  'mwn_hidden': (_INT, _at_least(1)),
-  'mwn_lr': (_NUM, _at_least(0, strict=True)),
-  'mwn_wd': (_NUM, _at_least(0)),
+  # The hyperparameters of the loss and stage tables, with their own rules.
+  **{n: (f.kind, f.rule) for n, f in methods.hyperparameters().items()},
   'eval_every_epochs': (_INT, _at_least(1)),
   'log_every_steps': (_INT, _at_least(1)),
   'checkpoint_every_steps': (_INT, _at_least(1)),
@@ -102,20 +84,6 @@ RULES = {
     )
   },  # fmt: skip
 }
-
-
-def _has_type(value, kind) -> bool:
-  if kind == _BOOL:
-    return isinstance(value, bool)
-  if kind == _INT:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-  if kind == _NUM:
-    return (
-      isinstance(value, numbers.Real)
-      and not isinstance(value, bool)
-      and math.isfinite(value)
-    )
-  return isinstance(value, str)
 
 
 def _get(config, field):
@@ -158,6 +126,18 @@ def check(config) -> None:
   _check_schedule(config)
   _check_devices(config)
   _check_init_from(config)
+  _check_sampler(config)
+
+
+def _check_sampler(config) -> None:
+  samplers = {s.sampler for s in methods.get_method(config.method).stages}
+  if config.dataset in datasets.LARGE_DATASETS and samplers != {'instance'}:
+    raise ConfigError(
+      f'method {config.method!r} samples its batches by class, which only '
+      f'the device input of array datasets (CIFAR, npz) does so far; the '
+      f'tf.data host pipeline of {config.dataset} samples instances. Choose '
+      'another method for this dataset.'
+    )
 
 
 def _check_schedule(config) -> None:

@@ -76,22 +76,13 @@ def parse_arg(arg: str | None, **defaults) -> dict:
 
 def method_defaults(method: str) -> dict:
   """The methods' hyperparameters, as the official code and the papers of
-  the baselines set them (the same on every benchmark)."""
-  out = {
-    'cb_beta': 0.9999,  # Cui et al.; the official code
-    'focal_gamma': 1.0,
-    'ldam_max_margin': 0.5,  # Cao et al., LDAM-DRW
-    'ldam_scale': 30.0,
-    'eps_lr': 0.01,  # τ of the official code
-    'inner_reduction': 'sum',  # the official code; 'mean' as the paper
-    'eps_grad': 'jvp',
-    'mwn_hidden': 100,  # Shu et al., Meta-Weight-Net
-    'mwn_lr': 1e-3,
-    'mwn_wd': 1e-4,
-    'warmup_epochs': 0,
-  }
-  if methods.get_method(method).loss == 'ldam':
-    out['warmup_epochs'] = 5  # LDAM-DRW's linear warm-up
+  the baselines set them (the same on every benchmark): every field of the
+  loss and stage tables (:mod:`ltjax.methods`), and the warm-up that
+  ``method``'s loss implies."""
+  out = {name: f.default for name, f in methods.hyperparameters().items()}
+  out['warmup_epochs'] = methods.LOSSES[
+    methods.get_method(method).loss
+  ].warmup_epochs
   return out
 
 

@@ -8,6 +8,9 @@ arrays.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import numpy as np
 
 from ltjax.data.longtail import shot_groups
@@ -166,7 +169,32 @@ def summarize_seeds(per_seed: list[dict]) -> dict:
 # --- The records of a run's evaluations (evals.jsonl, results.json) ----------
 
 
-def eval_records(step, epoch, test, dev, class_counts, logit_scale=1.0):
+class Posthoc(NamedTuple):
+  """A post-hoc change of the logits, ``τ`` chosen on the dev set.
+
+  ``adjust(logits, head, class_counts, tau)``; ``taus``: the grid, ties to
+  the first; ``head``: the classifier's parameters with a leading seed axis.
+  """
+
+  adjust: Callable
+  taus: tuple
+  head: dict
+
+
+def choose_tau(posthoc: Posthoc, dev_logits, dev_labels, counts, head):
+  """The first ``τ`` of the grid with the lowest dev top-1 error."""
+  errors = [
+    classification_metrics(
+      posthoc.adjust(dev_logits, head, counts, tau), dev_labels, counts
+    )['top1_error']
+    for tau in posthoc.taus
+  ]
+  return posthoc.taus[int(np.argmin(errors))]
+
+
+def eval_records(
+  step, epoch, test, dev, class_counts, logit_scale=1.0, posthoc=None
+):
   """One record per seed of an evaluation.
 
   Args:
@@ -175,22 +203,33 @@ def eval_records(step, epoch, test, dev, class_counts, logit_scale=1.0):
       for ``S`` seeds.
     class_counts: ``[C]`` training images per class.
     logit_scale: see :func:`calibration`.
+    posthoc: a :class:`Posthoc`, or None. Each seed's logits, test and dev
+      alike, are adjusted with the ``τ`` of its lowest dev error (recorded as
+      ``posthoc_tau``); the test set never chooses.
 
   Returns:
     ``[{'step', 'epoch', 'dev_top1_error', 'test': metrics}]``, one per seed.
   """
   (test_logits, test_labels), (dev_logits, dev_labels) = test, dev
-  return [
-    {
+  records = []
+  for i, (t, d) in enumerate(zip(test_logits, dev_logits, strict=True)):
+    extra = {}
+    if posthoc is not None:
+      head = {k: np.asarray(v)[i] for k, v in posthoc.head.items()}
+      tau = choose_tau(posthoc, d, dev_labels, class_counts, head)
+      t = posthoc.adjust(t, head, class_counts, tau)
+      d = posthoc.adjust(d, head, class_counts, tau)
+      extra['posthoc_tau'] = float(tau)
+    records.append({
       'step': step,
       'epoch': epoch,
       'dev_top1_error': classification_metrics(d, dev_labels, class_counts)[
         'top1_error'
       ],
       'test': classification_metrics(t, test_labels, class_counts, logit_scale),
-    }
-    for t, d in zip(test_logits, dev_logits, strict=True)
-  ]
+      **extra,
+    })  # fmt: skip
+  return records
 
 
 def eval_row(records) -> dict:
@@ -198,7 +237,9 @@ def eval_row(records) -> dict:
   if len(records) == 1:
     return records[0]
   step, epoch = records[0]['step'], records[0]['epoch']
-  seeds = [{k: r[k] for k in ('dev_top1_error', 'test')} for r in records]
+  seeds = [
+    {k: v for k, v in r.items() if k not in ('step', 'epoch')} for r in records
+  ]
   return {'step': step, 'epoch': epoch, 'seeds': seeds}
 
 

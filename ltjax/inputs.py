@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
@@ -57,6 +58,7 @@ class DeviceInput:
     )
     replicated = NamedSharding(mesh, P())
     self.batch_sharding = NamedSharding(mesh, P('data'))
+    self._train_labels = np.asarray(data.train.label)
     self._train = device_pipeline.to_device(data.train, replicated)
     self._dev = device_pipeline.to_device(data.dev, replicated)
     self._eval = {}
@@ -76,13 +78,20 @@ class DeviceInput:
     del start_step, meta_start
     return itertools.repeat((k_train, k_dev, self._train, self._dev))
 
-  def batch(self, feed, step):
+  def batch(self, feed, step, sampler='instance'):
     """``(batch, dev_batch)`` of ``step``, inside the jit; a dev batch that
-    a stage does not read is compiled away."""
+    a stage does not read is compiled away. ``sampler``: one of
+    :data:`ltjax.methods.SAMPLERS`."""
     k_train, k_dev, train_data, dev_data = feed
     config = self._config
+    probabilities = None
+    if sampler != 'instance':
+      probabilities = jnp.asarray(
+        device_pipeline.sampling_probabilities(self._train_labels, sampler),
+        jnp.float32,
+      )
     batch = device_pipeline.train_batch(
-      train_data, k_train, step, config.batch_size
+      train_data, k_train, step, config.batch_size, probabilities
     )
     dev = device_pipeline.dev_batch(
       dev_data, jax.random.fold_in(k_dev, step), config.dev_batch_size
@@ -220,8 +229,10 @@ class HostInput:
       )
 
   @staticmethod
-  def batch(feed, step):
-    del step
+  def batch(feed, step, sampler='instance'):
+    """The feed itself: the host pipeline samples instances (a config with
+    another stage sampler is refused by :mod:`ltjax.config_check`)."""
+    del step, sampler
     return feed
 
   def eval_batches(self, split):

@@ -121,3 +121,72 @@ def ldam_loss(
     * margins[labels][..., None]
   )
   return softmax_cross_entropy(scale * shifted, labels, class_weights)
+
+
+def log_class_prior(class_counts) -> np.ndarray:
+  """``log π_y = log(n_y / Σ_c n_c)``, float64, from positive class counts."""
+  counts = np.asarray(class_counts, dtype=np.float64)
+  if counts.ndim != 1 or np.any(counts <= 0):
+    raise ValueError(
+      f'log_class_prior needs a 1-D array of positive class counts, got '
+      f'{counts}.'
+    )
+  return np.log(counts / counts.sum())
+
+
+def logit_adjusted_loss(
+  logits: jax.Array,
+  labels: jax.Array,
+  log_prior,
+  tau: float = 1.0,
+  class_weights=None,
+) -> jax.Array:
+  """Logit-adjusted cross-entropy (Menon et al., "Long-Tail Learning via
+  Logit Adjustment", ICLR 2021, eq. 10).
+
+  ``-w_y log softmax(z + τ log π)_y``: cross-entropy on the logits shifted by
+  ``τ`` times the training label prior. The model's own logits ``z`` then
+  estimate the balanced posterior; predict with ``argmax z``.
+
+  Args:
+    logits: ``[batch, num_classes]``.
+    labels: ``[batch]`` integer class indices.
+    log_prior: ``[num_classes]`` ``log π`` (:func:`log_class_prior`).
+    tau: the adjustment's temperature (1 in the paper).
+    class_weights: optional ``[num_classes]`` weights ``w``.
+
+  Returns:
+    ``[batch]`` losses.
+  """
+  shift = jnp.asarray(log_prior, logits.dtype) * tau
+  return softmax_cross_entropy(logits + shift, labels, class_weights)
+
+
+def balanced_softmax_loss(
+  logits: jax.Array, labels: jax.Array, class_counts, class_weights=None
+) -> jax.Array:
+  """Balanced Softmax (Ren et al., "Balanced Meta-Softmax for Long-Tailed
+  Visual Recognition", NeurIPS 2020, eq. 4).
+
+  ``-w_y log( n_y e^{z_y} / Σ_j n_j e^{z_j} )``: cross-entropy on
+  ``z + log n``. It equals :func:`logit_adjusted_loss` at ``τ = 1`` (the
+  shifts differ by the constant ``log Σ_c n_c``, which softmax cancels), up
+  to float rounding.
+
+  Args:
+    logits: ``[batch, num_classes]``.
+    labels: ``[batch]`` integer class indices.
+    class_counts: ``[num_classes]`` positive training counts ``n``.
+    class_weights: optional ``[num_classes]`` weights ``w``.
+
+  Returns:
+    ``[batch]`` losses.
+  """
+  counts = np.asarray(class_counts, dtype=np.float64)
+  if counts.ndim != 1 or np.any(counts <= 0):
+    raise ValueError(
+      'balanced_softmax_loss needs a 1-D array of positive class counts, '
+      f'got {counts}.'
+    )
+  shift = jnp.asarray(np.log(counts), logits.dtype)
+  return softmax_cross_entropy(logits + shift, labels, class_weights)

@@ -40,6 +40,7 @@ from ltjax import (
   models,
   phases,
   preemption,
+  stages,
   summary,
   train_step,
 )
@@ -47,11 +48,12 @@ from ltjax.checkpoint import Checkpointer, step_of
 
 
 def create_model(config, num_classes: int, method: methods.Method):
-  """``config.model`` with ``num_classes`` outputs; LDAM's cosine head."""
+  """``config.model`` with ``num_classes`` outputs; the head the method's
+  loss declares (LDAM's cosine head)."""
   return models.create_model(
     config.model,
     num_classes,
-    cosine_head=method.loss == 'ldam',
+    cosine_head=methods.LOSSES[method.loss].cosine_head,
     compute_dtype=config.compute_dtype,
   )
 
@@ -121,7 +123,7 @@ def make_init_fn(config, model, data, mesh):
 
 
 def restore_or_init_state(
-  ckpt: Checkpointer, init, k_init, digest=None, pretrained=None
+  ckpt: Checkpointer, init, k_init, digest=None, pretrained=None, entry=None
 ):
   """The newest readable checkpoint of ``ckpt``, else a fresh
   ``init(k_init, pretrained)``; refuses a checkpoint of another data split
@@ -129,11 +131,21 @@ def restore_or_init_state(
 
   The restore template comes from ``jax.eval_shape`` of the jitted ``init``
   (so it carries the state's shardings): no parameters are initialized only
-  to be overwritten.
+  to be overwritten. ``entry``: ``(step, enter)`` of a stage that changes
+  the state's structure when it starts (:func:`make_stage_entry`); a
+  checkpoint after ``step`` is restored in the entered structure.
   """
   if ckpt.latest_step() is None:
     return init(k_init, pretrained)
-  state = ckpt.restore_latest(jax.eval_shape(init, k_init))
+  fresh = jax.eval_shape(init, k_init)
+  template = fresh
+  if entry is not None:
+    entered = jax.eval_shape(entry[1], fresh)
+
+    def template(step):
+      return entered if step > entry[0] else fresh
+
+  state = ckpt.restore_latest(template)
   step = step_of(state)
   saved = ckpt.metadata(step).get('split_sha256')
   if digest and saved and saved != digest:
@@ -149,9 +161,10 @@ def restore_or_init_state(
 
 def meta_start_step(method: methods.Method, stage2_step: int) -> int | None:
   """The first step that reads dev batches (None: the method never does)."""
-  if not method.uses_meta:
-    return None
-  return 0 if method.stage1 in methods.META_STAGES else stage2_step
+  stage1, stage2 = method.stages
+  if stage1.uses_dev:
+    return 0
+  return stage2_step if stage2.uses_dev else None
 
 
 def make_stage_steps(config, model, method, data) -> dict:
@@ -162,7 +175,8 @@ def make_stage_steps(config, model, method, data) -> dict:
     update = train_step.make_update_fn(
       stage, model, method, config, data.class_counts, data.steps_per_epoch
     )
-    return train_step.make_train_step(update, data, config.num_seeds)
+    sampler = methods.STAGES[stage].sampler
+    return train_step.make_train_step(update, data, config.num_seeds, sampler)
 
   steps = {1: make(method.stage1)}
   same = method.stage2 == method.stage1
@@ -170,12 +184,52 @@ def make_stage_steps(config, model, method, data) -> dict:
   return steps
 
 
-def evaluate_state(predict, state, data, logit_scale) -> list[dict]:
-  """Test and dev metrics of every seed (:func:`ltjax.evaluate.eval_records`)."""
+def make_stage_entry(config, model, method, data, k_init):
+  """``(step, enter)``: the jitted start of stage 2 when its stage changes
+  the state's structure or re-initializes a part of the model (cRT, LWS:
+  :func:`ltjax.stages.enter_stage`), else None. A re-initialized classifier
+  draws from ``fold_in(k_init, step)`` of its seed."""
+  spec = methods.STAGES[method.stage2]
+  if not spec.enters or method.stage1 == method.stage2:
+    return None
+  step = config.stage2_epoch * data.steps_per_epoch
+  optimizer, _ = train_step.stage_optimizer(spec, config, data.steps_per_epoch)
+  image = jnp.zeros((1, *data.image_shape))
+
+  def enter(state, key):
+    fresh = model.init(jax.random.fold_in(key, step), image, train=False)
+    return stages.enter_stage(
+      state,
+      trains=spec.trains,
+      reinit_classifier=spec.reinit_classifier,
+      fresh_params=fresh['params'],
+      optimizer=optimizer,
+    )
+
+  if config.num_seeds > 1:
+    enter = jax.vmap(enter)
+  jitted = jax.jit(enter)
+  return step, lambda state: jitted(state, k_init)
+
+
+def evaluate_state(
+  predict, state, data, logit_scale, posthoc=None
+) -> list[dict]:
+  """Test and dev metrics of every seed (:func:`ltjax.evaluate.eval_records`);
+  ``posthoc`` (a key of :data:`ltjax.methods.POSTHOC`) adjusts the logits
+  with the ``τ`` of each seed's lowest dev error."""
   test, dev = predict(state, 'test'), predict(state, 'dev')
   if test[0].ndim == 2:  # one seed
     test, dev = (test[0][None], test[1]), (dev[0][None], dev[1])
   step = step_of(state)
+  adjust = None
+  if posthoc:
+    spec = methods.POSTHOC[posthoc]
+    params = jax.device_get(state.params)
+    head = params[stages.classifier_name(params)]
+    if test[0].shape[0] == 1 and np.ndim(head['kernel']) == 2:
+      head = jax.tree.map(lambda x: x[None], head)
+    adjust = evaluate.Posthoc(spec.adjust, spec.taus, head)
   return evaluate.eval_records(
     step,
     step // data.steps_per_epoch,
@@ -183,6 +237,7 @@ def evaluate_state(predict, state, data, logit_scale) -> list[dict]:
     dev,
     data.class_counts,
     logit_scale,
+    adjust,
   )
 
 
@@ -234,14 +289,17 @@ def write_results(workdir, results) -> None:
     )  # fmt: skip
 
 
-def train_loop(config, state, steps, feeds, spe, ckpt, writer, record_eval):
+def train_loop(
+  config, state, steps, feeds, spe, ckpt, writer, record_eval, entry=None
+):
   """Runs ``state`` from its step to the last of the schedule and returns it.
 
   Logs progress every ``config.log_every_steps``, calls ``record_eval(state)``
   every ``config.eval_every_epochs`` and checkpoints every
   ``config.checkpoint_every_steps`` (each also at the last step). A SIGTERM
   or SIGINT checkpoints the step in flight and raises
-  :class:`ltjax.preemption.Preempted`.
+  :class:`ltjax.preemption.Preempted`. ``entry``: ``(step, enter)``
+  (:func:`make_stage_entry`), applied before that step runs.
   """
   start_step = step_of(state)
   total_steps, stage2_step = config.num_epochs * spe, config.stage2_epoch * spe
@@ -257,6 +315,8 @@ def train_loop(config, state, steps, feeds, spe, ckpt, writer, record_eval):
   with preemption.Watch() as watch:
     for step in range(start_step, total_steps):
       stage = 1 if step < stage2_step else 2
+      if entry is not None and step == entry[0]:
+        state = entry[1](state)
       state, metrics = steps[stage](state, next(feeds))
       done = step + 1
       if step == start_step:
@@ -300,9 +360,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     workdir, config.keep_checkpoints, {'split_sha256': data.digest}
   )
   init = make_init_fn(config, model, data, mesh)
+  entry = make_stage_entry(config, model, method, data, k_init)
   with phases.phase('initialize or restore the state'):
     state = jax.block_until_ready(
-      restore_or_init_state(ckpt, init, k_init, data.digest, pretrained)
+      restore_or_init_state(ckpt, init, k_init, data.digest, pretrained, entry)
     )
   start_step = step_of(state)
   meta_start = meta_start_step(
@@ -318,15 +379,16 @@ def train_and_evaluate(config, workdir: str) -> dict:
     data,
     # The calibration error reads the probabilities the loss trains: LDAM's
     # cosine head is scaled by s before its softmax.
-    config.ldam_scale if method.loss == 'ldam' else 1.0,
+    methods.logit_scale(method, config),
     evals,
     workdir if lead else None,
     writer,
+    posthoc=method.posthoc,
   )
   steps = make_stage_steps(config, model, method, data)
   state = train_loop(
     config, state, steps, feeds, data.steps_per_epoch, ckpt, writer,
-    record_eval,
+    record_eval, entry,
   )  # fmt: skip
   ckpt.close()
   if not evals or evals[-1][0]['step'] != step_of(state):
@@ -360,12 +422,12 @@ def _stop_preempted(state, ckpt, writer, signum) -> None:
 
 
 def evaluate_and_record(
-  predict, data, logit_scale, evals, workdir, writer, state
+  predict, data, logit_scale, evals, workdir, writer, state, posthoc=None
 ) -> None:
   """Evaluates ``state`` (:func:`evaluate_state`), appends the records to
   ``evals`` and logs them; on process 0 (``workdir`` set) also writes
   ``evals.jsonl`` and the scalars."""
-  records = evaluate_state(predict, state, data, logit_scale)
+  records = evaluate_state(predict, state, data, logit_scale, posthoc)
   evals.append(records)
   logging.info(
     'epoch %d: test top-1 error %s%%, dev top-1 error %s%%',

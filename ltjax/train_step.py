@@ -1,17 +1,15 @@
 """The training state, its update per stage, and the one jitted step.
 
-An update is a stage's gradient function followed by one shared
-:func:`apply_gradients` (optax ``chain`` style): each stage of
+An update is a stage's gradient function (:mod:`ltjax.stages`) followed by
+one shared :func:`apply_gradients` (optax ``chain`` style): each stage of
 :data:`ltjax.methods.STAGES` only says how it gets ``(grads, batch_stats,
-loss)`` and which extra state it carries. :func:`make_train_step` wraps an
+loss)``, which extra state it carries and which parameters it trains. :func:`make_train_step` wraps an
 update and an input's ``batch(feed, step)`` into the single jitted,
 state-donating step of the trainer; :func:`make_predict` is the jitted
 evaluation pass.
 """
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import flax.struct
 import jax
@@ -21,9 +19,10 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ltjax import meta, meta_baselines, methods, weighting
-from ltjax.models import make_loss_fn, torch_import
+from ltjax import methods, stages
+from ltjax.models import make_loss_fn, scaled_logits, torch_import
 from ltjax.models.conv import xla_cpu_compiler_options
+from ltjax.stages import StageOutput
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -67,6 +66,29 @@ def learning_rate_fn(config, steps_per_epoch: int):
   return lr
 
 
+def classifier_lr_fn(config, steps_per_epoch: int):
+  """``lr(step)`` of a stage that retrains the classifier (cRT, LWS):
+  ``config.classifier_lr``, cosine to 0 from ``stage2_epoch`` to the end
+  (Kang et al.'s schedule)."""
+  start = config.stage2_epoch * steps_per_epoch
+  length = max((config.num_epochs - config.stage2_epoch) * steps_per_epoch, 1)
+
+  def lr(step):
+    t = jnp.clip((step - start) / length, 0.0, 1.0)
+    return config.classifier_lr * 0.5 * (1 + jnp.cos(jnp.pi * t))
+
+  return lr
+
+
+def stage_optimizer(stage, config, steps_per_epoch: int):
+  """``(optimizer, lr_fn)`` of a stage (:class:`ltjax.methods.Stage`)."""
+  if stage.lr == 'classifier':
+    lr_fn = classifier_lr_fn(config, steps_per_epoch)
+  else:
+    lr_fn = learning_rate_fn(config, steps_per_epoch)
+  return make_optimizer(config, lr_fn), lr_fn
+
+
 def make_optimizer(config, lr_fn) -> optax.GradientTransformation:
   """SGD with (Nesterov) momentum and PyTorch-style coupled weight decay."""
   return optax.chain(
@@ -89,170 +111,55 @@ def init_state(
   variables = torch_import.merge(variables, pretrained)
   lr_fn = learning_rate_fn(config, steps_per_epoch)
   opt_state = make_optimizer(config, lr_fn).init(variables['params'])
-  vnet_params, vnet_opt_state = {}, {}
-  method = methods.get_method(config.method)
-  if 'mwn' in (method.stage1, method.stage2):
-    vnet = meta_baselines.MetaWeightNet(config.mwn_hidden)
-    vnet_params = vnet.init(k_vnet, jnp.zeros((1,)))['params']
-    vnet_opt_state = meta_baselines.mwn_optimizer(
-      config.mwn_lr, config.mwn_wd
-    ).init(vnet_params)
+  extra = {'vnet_params': {}, 'vnet_opt_state': {}}
+  for stage in methods.get_method(config.method).stages:
+    if stage.init_extra:
+      extra.update(stage.init_extra(config, k_vnet))
   return TrainState(
     step=jnp.zeros((), jnp.int32),
     params=variables['params'],
     batch_stats=variables.get('batch_stats', {}),
     opt_state=opt_state,
-    vnet_params=vnet_params,
-    vnet_opt_state=vnet_opt_state,
+    **extra,
     weight_stats=jnp.zeros((num_classes, 5), jnp.float32),
     first_bad_step=jnp.full((), -1, jnp.int32),
   )
 
 
-# --- One gradient function per stage ------------------------------------------
-
-
-class StageOutput(NamedTuple):
-  """What a stage's gradient function gives :func:`apply_gradients`.
-
-  ``extra``: the other :class:`TrainState` fields the stage updates.
-  """
-
-  grads: dict
-  batch_stats: dict
-  train_loss: jax.Array
-  extra: dict
-
-
-def _accumulate(stats, labels, eps, weights):
-  rows = jnp.stack(
-    [jnp.ones_like(eps), eps, eps**2, weights, weights**2], axis=1
-  ).astype(stats.dtype)
-  return stats.at[labels].add(rows)
-
-
-def _meta_output(state, labels, out: meta.MetaStepOutput, **extra):
-  stats = _accumulate(state.weight_stats, labels, out.eps, out.weights)
-  return StageOutput(
-    out.grads, out.model_state, out.train_loss, dict(extra, weight_stats=stats)
-  )
-
-
-def weighted_grads(loss_fn, class_w):
-  """Stages ``plain`` (``class_w`` ones) and ``cb``: the weighted mean loss."""
-
-  def grad_fn(state, batch, dev_batch, lr):
-    del dev_batch, lr
-
-    def loss(params):
-      per_ex, new_stats = loss_fn(params, state.batch_stats, batch)
-      return jnp.mean(class_w[batch['label']] * per_ex), new_stats
-
-    (train_loss, new_stats), grads = jax.value_and_grad(loss, has_aux=True)(
-      state.params
-    )
-    return StageOutput(grads, new_stats, train_loss, {})
-
-  return grad_fn
-
-
-def ours_grads(loss_fn, class_w, config):
-  """Stage ``ours``: :func:`ltjax.meta_step`, ε meta-learned on the dev batch."""
-
-  def grad_fn(state, batch, dev_batch, lr):
-    labels = batch['label']
-    out = meta.meta_step(
-      loss_fn,
-      state.params,
-      state.batch_stats,
-      batch,
-      dev_batch,
-      class_w[labels],
-      inner_lr=lr,
-      eps_grad=config.eps_grad,
-      eps_lr=config.eps_lr,
-      reduction=config.inner_reduction,
-    )
-    return _meta_output(state, labels, out)
-
-  return grad_fn
-
-
-def l2rw_grads(loss_fn, config):
-  """Stage ``l2rw``: Learning to Reweight."""
-
-  def grad_fn(state, batch, dev_batch, lr):
-    out = meta_baselines.l2rw_step(
-      loss_fn,
-      state.params,
-      state.batch_stats,
-      batch,
-      dev_batch,
-      inner_lr=lr,
-      eps_grad=config.eps_grad,
-    )
-    return _meta_output(state, batch['label'], out)
-
-  return grad_fn
-
-
-def mwn_grads(loss_fn, config):
-  """Stage ``mwn``: Meta-Weight-Net, which also steps its own ``φ``."""
-  vnet = meta_baselines.MetaWeightNet(config.mwn_hidden)
-  vnet_optimizer = meta_baselines.mwn_optimizer(config.mwn_lr, config.mwn_wd)
-
-  def grad_fn(state, batch, dev_batch, lr):
-    out, vnet_params, vnet_opt_state = meta_baselines.mwn_step(
-      loss_fn,
-      state.params,
-      state.batch_stats,
-      batch,
-      dev_batch,
-      vnet,
-      state.vnet_params,
-      state.vnet_opt_state,
-      vnet_optimizer,
-      inner_lr=lr,
-      eps_grad=config.eps_grad,
-    )
-    return _meta_output(
-      state,
-      batch['label'],
-      out,
-      vnet_params=vnet_params,
-      vnet_opt_state=vnet_opt_state,
-    )
-
-  return grad_fn
+# --- A stage's update -----------------------------------------------------------
 
 
 def make_grad_fn(stage: str, loss_fn, config, class_counts):
-  """``grad_fn(state, batch, dev_batch, lr) -> StageOutput`` of ``stage``."""
+  """``grad_fn(state, batch, dev_batch, lr) -> StageOutput`` of ``stage``
+  (a key of :data:`ltjax.methods.STAGES`)."""
   if stage not in methods.STAGES:
     raise ValueError(
-      f'unknown stage {stage!r}; choose one of {methods.STAGES}.'
+      f'unknown stage {stage!r}; choose one of {tuple(methods.STAGES)}.'
     )
-  class_w = jnp.asarray(
-    weighting.class_balanced_weights(class_counts, config.cb_beta)
-    if stage in ('cb', 'ours')
-    else np.ones(len(class_counts)),
-    jnp.float32,
-  )
-  if stage in ('plain', 'cb'):
-    return weighted_grads(loss_fn, class_w)
-  if stage == 'ours':
-    return ours_grads(loss_fn, class_w, config)
-  if stage == 'l2rw':
-    return l2rw_grads(loss_fn, config)
-  return mwn_grads(loss_fn, config)
+  spec = methods.STAGES[stage]
+  class_w = methods.class_weights(spec, config, class_counts)
+  return spec.grads(loss_fn, class_w, config)
 
 
-def apply_gradients(state: TrainState, out: StageOutput, optimizer):
-  """One optimizer step; records the first non-finite loss or parameters."""
+def apply_gradients(
+  state: TrainState, out: StageOutput, optimizer, trains: str = 'all'
+):
+  """One optimizer step; records the first non-finite loss or parameters.
+
+  ``trains`` (:attr:`ltjax.methods.Stage.trains`): parameters outside it
+  keep their values bit for bit (a frozen backbone).
+  """
   updates, opt_state = optimizer.update(
     out.grads, state.opt_state, state.params
   )
   params = optax.apply_updates(state.params, updates)
+  if trains != 'all':
+    params = jax.tree.map(
+      lambda keep, new, old: new if keep else old,
+      stages.trainable_mask(state.params, trains),
+      params,
+      state.params,
+    )
   # A finite loss can still overflow the parameters (and NaN the next loss).
   finite = jnp.isfinite(out.train_loss)
   for leaf in jax.tree.leaves(params):
@@ -277,17 +184,19 @@ def make_update_fn(
 
   Pure and jittable; ``dev_batch`` is ignored by the non-meta stages.
   """
+  spec = methods.STAGES[stage]
   loss_fn = make_loss_fn(
-    model, methods.per_example_loss(method, config, class_counts)
+    model,
+    methods.per_example_loss(method, config, class_counts),
+    train=spec.trains == 'all',
   )
   grad_fn = make_grad_fn(stage, loss_fn, config, class_counts)
-  lr_fn = learning_rate_fn(config, steps_per_epoch)
-  optimizer = make_optimizer(config, lr_fn)
+  optimizer, lr_fn = stage_optimizer(spec, config, steps_per_epoch)
 
   def update(state: TrainState, batch, dev_batch):
     lr = lr_fn(state.step)
     out = grad_fn(state, batch, dev_batch, lr)
-    new_state = apply_gradients(state, out, optimizer)
+    new_state = apply_gradients(state, out, optimizer, spec.trains)
     return new_state, {'train/loss': out.train_loss, 'learning_rate': lr}
 
   return update
@@ -296,10 +205,11 @@ def make_update_fn(
 # --- The jitted step and evaluation pass ----------------------------------------
 
 
-def make_train_step(update, inputs, num_seeds: int = 1):
+def make_train_step(update, inputs, num_seeds: int = 1, sampler='instance'):
   """``step(state, feed) -> (state, metrics)``: batch, update; jitted once.
 
-  ``inputs.batch(feed, step)`` makes the batches inside the jit (the device
+  ``inputs.batch(feed, step, sampler)`` makes the batches inside the jit
+  (``sampler``: :data:`ltjax.methods.SAMPLERS`; the device
   input gathers and augments there; the host input passes its sharded
   batches through), so one compiled program runs every step of a stage.
   The state is donated. With ``num_seeds > 1`` the state carries a leading
@@ -308,7 +218,7 @@ def make_train_step(update, inputs, num_seeds: int = 1):
   """
 
   def step_fn(state, feed):
-    batch, dev_batch = inputs.batch(feed, state.step)
+    batch, dev_batch = inputs.batch(feed, state.step, sampler)
     if num_seeds == 1:
       batch, dev_batch = jax.lax.with_sharding_constraint(
         (batch, dev_batch), inputs.batch_sharding
@@ -332,7 +242,7 @@ def make_predict(model, inputs, mesh, num_seeds: int = 1):
 
   def apply_fn(params, batch_stats, images):
     variables = {'params': params, 'batch_stats': batch_stats}
-    return model.apply(variables, images, train=False)
+    return scaled_logits(params, model.apply(variables, images, train=False))
 
   if num_seeds > 1:
     apply_fn = jax.vmap(apply_fn, in_axes=(0, 0, None))

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import ltjax
-from ltjax import config_lib, methods, models, train_step
+from ltjax import config_lib, methods, models, stages, train_step
 
 COUNTS = np.array([50, 20, 8, 3])
 
@@ -22,7 +22,8 @@ def cifar10_config(arg):
 
 def setup(method='ours_ce'):
   config = cifar10_config(f'method={method}')
-  model = models.TinyResNet(num_classes=4, cosine_head=method.endswith('ldam'))
+  cosine = methods.LOSSES[methods.get_method(method).loss].cosine_head
+  model = models.TinyResNet(num_classes=4, cosine_head=cosine)
   state = train_step.init_state(
     model, config, 4, (8, 8, 3), 10, jax.random.key(0)
   )
@@ -192,9 +193,25 @@ def test_pairs_cover_every_method():
     assert {(m.loss, m.stage1), (m.loss, m.stage2)} <= covered
 
 
+def enter(stage, config, model, state):
+  """``state`` at the start of ``stage`` (a fresh classifier from key 5)."""
+  spec = methods.STAGES[stage]
+  if not spec.enters:
+    return state
+  fresh = model.init(jax.random.key(5), jnp.zeros((1, 8, 8, 3)), train=False)
+  return stages.enter_stage(
+    state,
+    trains=spec.trains,
+    reinit_classifier=spec.reinit_classifier,
+    fresh_params=fresh['params'],
+    optimizer=train_step.stage_optimizer(spec, config, 10)[0],
+  )
+
+
 @pytest.mark.parametrize('name, stage', PAIRS)
 def test_every_stage_of_every_method_runs(name, stage):
   config, model, state, batch, dev = setup(name)
+  state = enter(stage, config, model, state)
   method = methods.get_method(name)
   update = train_step.make_update_fn(stage, model, method, config, COUNTS, 10)
   new, metrics = jax.jit(update)(state, batch, dev)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ltjax.data import augment as augment_lib
 from ltjax.data.arrays import ArrayData
@@ -56,6 +57,37 @@ def epoch_batch_indices(key, step, num_examples: int, batch_size: int):
   return jax.lax.dynamic_slice(perm, (pos * batch_size,), (batch_size,))
 
 
+def sampling_probabilities(labels, sampler: str) -> np.ndarray:
+  """Per-example probabilities ``[N]`` (float64, summing to 1) of a sampler.
+
+  A class ``c`` of ``n_c`` examples is drawn with probability ``∝ n_c^q``
+  and an example uniformly within it: ``q = 0`` for ``'class'``
+  (class-balanced: every class equally likely), ``q = 1/2`` for ``'sqrt'``
+  (square-root sampling), ``q = 1`` for ``'instance'`` (every example
+  equally likely).
+  """
+  labels = np.asarray(labels)
+  counts = np.bincount(labels).astype(np.float64)
+  q = {'instance': 1.0, 'sqrt': 0.5, 'class': 0.0}[sampler]
+  present = counts > 0
+  class_p = np.where(present, np.where(present, counts, 1.0) ** q, 0.0)
+  class_p /= class_p.sum()
+  return class_p[labels] / counts[labels]
+
+
+def sampled_batch_indices(key, step, probabilities, batch_size: int):
+  """Indices ``[batch_size]`` of batch ``step`` drawn with replacement from
+  ``probabilities [N]``, from ``fold_in(key, step)`` alone (a resumed run
+  draws the same batches)."""
+  return jax.random.choice(
+    jax.random.fold_in(key, step),
+    probabilities.shape[0],
+    (batch_size,),
+    replace=True,
+    p=probabilities,
+  )
+
+
 def gather(data: DeviceData, indices, key=None, *, augment=True, dtype=None):
   """The batch at ``indices``, augmented with ``key`` when ``augment``.
 
@@ -71,10 +103,17 @@ def gather(data: DeviceData, indices, key=None, *, augment=True, dtype=None):
   return {'image': image, 'label': data.label[indices]}
 
 
-def train_batch(data: DeviceData, key, step, batch_size: int, **kwargs):
-  """Training batch ``step``: epoch-permuted indices, fresh augmentation."""
+def train_batch(
+  data: DeviceData, key, step, batch_size: int, probabilities=None, **kwargs
+):
+  """Training batch ``step``, freshly augmented: epoch-permuted indices, or
+  indices drawn from ``probabilities [N]``
+  (:func:`sampling_probabilities`) when given."""
   k_order, k_aug = jax.random.split(key)
-  idx = epoch_batch_indices(k_order, step, data.label.shape[0], batch_size)
+  if probabilities is None:
+    idx = epoch_batch_indices(k_order, step, data.label.shape[0], batch_size)
+  else:
+    idx = sampled_batch_indices(k_order, step, probabilities, batch_size)
   return gather(data, idx, jax.random.fold_in(k_aug, step), **kwargs)
 
 

@@ -9,6 +9,7 @@ from ltjax.models.conv import (
   xla_cpu_compiler_options as xla_cpu_compiler_options,
 )
 from ltjax.models.functional import make_loss_fn as make_loss_fn
+from ltjax.models.functional import scaled_logits as scaled_logits
 from ltjax.models.layers import BatchNorm as BatchNorm
 from ltjax.models.layers import CosineHead as CosineHead
 from ltjax.models.registry import COMPUTE_DTYPES as COMPUTE_DTYPES
