@@ -126,18 +126,6 @@ def check(config) -> None:
   _check_schedule(config)
   _check_devices(config)
   _check_init_from(config)
-  _check_sampler(config)
-
-
-def _check_sampler(config) -> None:
-  samplers = {s.sampler for s in methods.get_method(config.method).stages}
-  if config.dataset in datasets.LARGE_DATASETS and samplers != {'instance'}:
-    raise ConfigError(
-      f'method {config.method!r} samples its batches by class, which only '
-      f'the device input of array datasets (CIFAR, npz) does so far; the '
-      f'tf.data host pipeline of {config.dataset} samples instances. Choose '
-      'another method for this dataset.'
-    )
 
 
 def _check_schedule(config) -> None:

@@ -72,10 +72,11 @@ class DeviceInput:
   # The feed: keys (with the seed axis of vmapped seeds) and the data.
   feed_axes = (0, 0, None, None)
 
-  def train_feeds(self, k_train, k_dev, start_step, meta_start):
-    """The same feed every step: batches are a function of ``state.step``,
-    so neither ``start_step`` nor ``meta_start`` changes it."""
-    del start_step, meta_start
+  def train_feeds(self, k_train, k_dev, start_step, meta_start, samplers=()):
+    """The same feed every step: batches are a function of ``state.step``
+    (and the stage's sampler, which the step passes to :meth:`batch`), so
+    neither ``start_step``, ``meta_start`` nor ``samplers`` changes it."""
+    del start_step, meta_start, samplers
     return itertools.repeat((k_train, k_dev, self._train, self._dev))
 
   def batch(self, feed, step, sampler='instance'):
@@ -143,8 +144,9 @@ class HostInput:
     with phases.phase('carve the dev split', self.phases):
       split = source.dev_split(cfg.split_seed)
     self.num_classes = source.num_classes
+    self._train_labels = train_labels[split.train]
     self.class_counts = np.bincount(
-      train_labels[split.train], minlength=self.num_classes
+      self._train_labels, minlength=self.num_classes
     )
     self.image_shape = (config.image_size, config.image_size, 3)
     self._process = (jax.process_index(), jax.process_count())
@@ -190,9 +192,14 @@ class HostInput:
       local,
     )
 
-  def _batches(self, data, batch_size, seed, start_step):
+  def _batches(self, data, batch_size, seed, start_step, sampler='instance'):
     ds, n = data
     index, count = self._process
+    probabilities = None
+    if sampler != 'instance':
+      probabilities = device_pipeline.sampling_probabilities(
+        self._train_labels, sampler
+      )
     return self._tfp.train_batches(
       ds,
       batch_size=batch_size // count,
@@ -202,18 +209,34 @@ class HostInput:
       process_index=index,
       process_count=count,
       image_size=self._config.image_size,
+      probabilities=probabilities,
     )
 
-  def train_feeds(self, k_train, k_dev, start_step, meta_start):
+  def train_feeds(self, k_train, k_dev, start_step, meta_start, samplers=()):
     """Sharded ``(batch, dev_batch)`` per step from ``start_step`` on.
 
     Dev batches are read only from ``meta_start`` (None: never), the first
     step of the meta stage, so the dev stream resumes at ``step -
-    meta_start``.
+    meta_start``. ``samplers``: ``((first_step, sampler), ...)`` in step
+    order (:data:`ltjax.methods.SAMPLERS`; none: instances throughout); the
+    training stream starts anew at each, positioned by the global step.
     """
     config = self._config
     seed = int(jax.random.randint(k_train, (), 0, 2**31 - 1))
-    train = self._batches(self._train, config.batch_size, seed, start_step)
+    starts = dict(samplers)
+
+    def sampler_at(step):
+      return max(
+        ((s, v) for s, v in starts.items() if s <= step),
+        default=(0, 'instance'),
+      )[1]
+
+    def train_stream(step):
+      return self._batches(
+        self._train, config.batch_size, seed, step, sampler_at(step)
+      )
+
+    train = train_stream(start_step)
     dev = None
     if meta_start is not None:
       dev_seed = int(jax.random.randint(k_dev, (), 0, 2**31 - 1))
@@ -222,6 +245,8 @@ class HostInput:
         self._dev_train, config.dev_batch_size, dev_seed, dev_start
       )
     for step in itertools.count(start_step):
+      if step != start_step and sampler_at(step) != sampler_at(step - 1):
+        train = train_stream(step)
       uses_dev = meta_start is not None and step >= meta_start
       yield (
         self._global(next(train)),

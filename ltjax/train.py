@@ -366,10 +366,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
       restore_or_init_state(ckpt, init, k_init, data.digest, pretrained, entry)
     )
   start_step = step_of(state)
-  meta_start = meta_start_step(
-    method, config.stage2_epoch * data.steps_per_epoch
+  stage2_step = config.stage2_epoch * data.steps_per_epoch
+  meta_start = meta_start_step(method, stage2_step)
+  samplers = tuple(
+    (step, stage.sampler)
+    for step, stage in zip((0, stage2_step), method.stages, strict=True)
   )
-  feeds = data.train_feeds(k_train, k_dev, start_step, meta_start)
+  feeds = data.train_feeds(k_train, k_dev, start_step, meta_start, samplers)
   lead = jax.process_index() == 0
   writer = summary.MetricWriter(workdir, start_step) if lead else None
   evals = summary.read_evals(workdir, start_step)

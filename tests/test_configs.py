@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ltjax import config_lib, methods
+from ltjax.checkpoint import load_numpy
 
 tf = pytest.importorskip('tensorflow')
 tfds = pytest.importorskip('tensorflow_datasets')
@@ -91,14 +92,19 @@ TINY = {
 }  # fmt: skip
 
 
-@pytest.mark.parametrize('name', sorted(TINY))
+# cRT on a host pipeline: stage 2 samples classes (tf_pipeline's sampled
+# epochs) and retrains the classifier alone.
+@pytest.mark.parametrize(
+  'name, method',
+  [(n, 'ours_ce') for n in sorted(TINY)] + [('imagenet_lt.py', 'crt')],
+)
 def test_dataset_config_trains_both_stages_on_mock_data(
-  name, tmp_path, monkeypatch
+  name, method, tmp_path, monkeypatch
 ):
   from ltjax import train
 
   num_classes, sizes, overrides = TINY[name]
-  config = load_config(name, 'method=ours_ce')
+  config = load_config(name, f'method={method}')
   filenames = None
   if name == 'places_lt.py':
     filenames = places_lists(tmp_path)
@@ -110,6 +116,8 @@ def test_dataset_config_trains_both_stages_on_mock_data(
   # Thousands of dev images for iNaturalist: evaluate at the end only.
   config.eval_every_epochs = 2 if num_classes > 1000 else 1
   config.log_every_steps = 1
+  if method == 'crt':  # keep the checkpoint where stage 2 starts
+    config.checkpoint_every_steps, config.keep_checkpoints = 1, 1000
   if config.batch_size > 64:
     config.batch_size = overrides.pop('batch_size', 256)
   config.dev_batch_size = config.batch_size
@@ -130,7 +138,19 @@ def test_dataset_config_trains_both_stages_on_mock_data(
   expected_test = sizes.get('test', sizes.get('validation'))
   assert test['num_examples'] == expected_test
   assert len(test['per_class_accuracy']) == num_classes
-  assert sum(results['conditional_weights']['count']) > 0  # stage 2 ran
+  if method == 'ours_ce':
+    assert sum(results['conditional_weights']['count']) > 0  # stage 2 ran
+  else:  # the backbone frozen in stage 2, the classifier retrained
+    stage1_end = load_numpy(tmp_path / 'run', step=results['steps'] // 2)[1]
+    final = load_numpy(tmp_path / 'run')[1]
+    np.testing.assert_array_equal(
+      final['params']['conv1']['kernel'],
+      stage1_end['params']['conv1']['kernel'],
+    )
+    assert np.any(
+      final['params']['linear']['kernel']
+      != stage1_end['params']['linear']['kernel']
+    )
   saved = json.loads((tmp_path / 'run' / 'results.json').read_text())
   assert saved['last'] == results['last']
 

@@ -199,3 +199,29 @@ def test_errors():
         ds, batch_size=4, num_examples=5, image_size=16, resize_size=20
       )
     )
+
+
+def test_sampled_epochs_hit_their_class_frequencies_and_resume_exactly():
+  """Class-balanced epochs of a 4:1 dataset: each class within a binomial
+  bound of half the draws; a resumed stream equals the uninterrupted one."""
+  from ltjax.data import device_pipeline
+
+  n = 20
+  labels = (np.arange(n) >= 16).astype(np.int64)  # 16 of class 0, 4 of 1
+  p = device_pipeline.sampling_probabilities(labels, 'class')
+  repeats = tp.epoch_repeats(p, seed=3, epoch=0)
+  assert repeats.sum() == n and np.any(repeats != 1)
+  np.testing.assert_array_equal(repeats, tp.epoch_repeats(p, seed=3, epoch=0))
+  ds = dataset(images(n), 'jpeg')  # label i: example i
+  stream = train(ds, seed=3, probabilities=p)  # 5 steps of 4 per epoch
+  batches = take(stream, 5 * 40)
+  drawn = np.concatenate([b['label'] for b in batches])
+  np.testing.assert_array_equal(  # epoch 0 holds exactly its repeats
+    np.bincount(drawn[:n], minlength=n), repeats
+  )
+  rare = np.sum(drawn >= 16)
+  total = len(drawn)
+  assert abs(rare - total / 2) <= 4.5 * np.sqrt(total / 4), rare
+  assert_same_batches(
+    take(train(ds, seed=3, probabilities=p, start_step=7), 6), batches[7:13]
+  )

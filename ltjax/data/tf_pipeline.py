@@ -211,11 +211,21 @@ def epoch_seeds(seed: int, epoch: int) -> tuple[int, int]:
   return int(a), int(b)
 
 
+def epoch_repeats(probabilities, seed: int, epoch: int) -> np.ndarray:
+  """``[N]`` int counts of each example in a sampled epoch of ``N`` draws
+  with replacement from ``probabilities``: one multinomial draw, a function
+  of ``(seed, epoch)`` alone (every process and every resume draws the same)."""
+  p = np.asarray(probabilities, np.float64)
+  rng = np.random.default_rng(np.random.SeedSequence([seed, epoch, 1]))
+  return rng.multinomial(len(p), p / p.sum())
+
+
 def _train_epoch(
   ds,
   *,
   seed,
   epoch,
+  probabilities,
   skip,
   steps,
   batch_size,
@@ -229,6 +239,11 @@ def _train_epoch(
   global_batch = batch_size * process_count
   shuffle_seed, aug_seed = epoch_seeds(seed, epoch)
   ds = ds.map(lambda ex: {'image': ex['image'], 'label': ex['label']})
+  if probabilities is not None:
+    repeats = tf.constant(epoch_repeats(probabilities, seed, epoch), tf.int64)
+    ds = ds.enumerate().flat_map(
+      lambda i, ex: tf.data.Dataset.from_tensors(ex).repeat(repeats[i])
+    )
   ds = ds.shuffle(
     shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=False
   )
@@ -260,8 +275,15 @@ def train_batches(
   shuffle_buffer: int = 16384,
   threads: int | None = None,
   prefetch: int = 2,
+  probabilities=None,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Endless augmented training batches of this process, epoch after epoch.
+
+  ``probabilities`` (``[N]``, e.g.
+  :func:`ltjax.data.device_pipeline.sampling_probabilities`): each epoch is
+  ``N`` draws with replacement instead of every example once, each example
+  repeated as often as it was drawn (:func:`epoch_repeats`) before the
+  shuffle buffer mixes them.
 
   Each epoch keeps ``steps_per_epoch(N, batch_size, process_count)`` full
   global batches (the same count on every host) and drops the rest.
@@ -308,6 +330,7 @@ def train_batches(
       ds,
       seed=seed,
       epoch=epoch,
+      probabilities=probabilities,
       skip=skip,
       steps=steps,
       batch_size=batch_size,
