@@ -116,11 +116,32 @@ def _main_table(runs, imbalance, paper) -> list[str]:
   return rows
 
 
-def _paired(runs) -> list[str]:
-  by = {s['method']: s for s in runs}
-  if not {'ours_ce', 'cb_finetune'} <= set(by):
+# (a, b, what differs): a − b on the seeds both ran, on the same stage 1.
+PAIRS = (
+  ('ours_ce', 'cb_finetune',
+   'the same stage 1, then class weights with and without the '
+   'meta-learned ε'),
+  ('ours_ce_eps_lr=100', 'ours_ce',
+   'the same stage 1, then ε meta-learned at τ = 100 and at the official '
+   'τ = 0.01'),
+  ('crt', 'ce', 'the same stage 1, then a re-initialized classifier '
+   'retrained on class-balanced batches, against plain training'),
+  ('lws', 'ce', 'the same stage 1, then learned per-class logit scales, '
+   'against plain training'),
+  ('tau_norm', 'ce', 'the same CE model, with and without τ-normalization'),
+  ('la_posthoc', 'ce',
+   'the same CE model, with and without post-hoc logit adjustment'),
+)  # fmt: skip
+
+
+def _paired(groups, a_label='ours_ce', b_label='cb_finetune', what=None):
+  """``a − b`` test error per seed both ran on the same processor (the
+  same stage 1), with mean ± std; the seeds left out are named."""
+  by = {s['label']: s for s in groups}
+  if not {a_label, b_label} <= set(by):
     return []
-  a, b = by['ours_ce'], by['cb_finetune']
+  what = what or dict((x, w) for x, _, w in PAIRS)[a_label]
+  a, b = by[a_label], by[b_label]
   other = {q['id']: q['processor'] for q in b['seeds']}
   common = [r for r in a['seeds'] if r['id'] in other]
   ids = [r['id'] for r in common if r['processor'] == other[r['id']]]
@@ -137,9 +158,8 @@ def _paired(runs) -> list[str]:
     return note
   out = [
     '',
-    'ours_ce − cb_finetune on the same seeds (the same stage 1, then class '
-    'weights with and without the meta-learned ε), test error in points, '
-    f'seeds {", ".join(ids)}:',
+    f'{a_label} − {b_label} on the same seeds ({what}), test error in '
+    f'points, seeds {", ".join(ids)}:',
     '',
     '| model | per seed | mean ± std |',
     '|---|---|---:|',
@@ -304,7 +324,8 @@ def render(
     lines += ['', f'## Imbalance {imb}', '']
     lines += _protocol(runs) + ['']
     lines += _main_table(plain, imb, paper)
-    lines += _paired(plain)
+    for a, b, what in PAIRS:
+      lines += _paired(groups, a, b, what)
     lines += _eps_table(groups)
     if stopped:
       lines += ['', 'Runs that stopped on a non-finite loss (in no table):', '']
