@@ -2,7 +2,8 @@ r"""CIFAR-10-LT (Jamal et al., CVPR 2020, Table 1): ResNet-32, 200 epochs.
 
 Variants ``method=<name>,imb=<IF>``; methods as in ``ltjax.methods.METHODS``
 (ce, cb_ce, focal, cb_focal, ldam, ldam_drw, cb_finetune, l2rw, mwn, ours_ce,
-ours_focal, ours_ldam), imbalance factors 200, 100, 50, 20, 10, 1::
+ours_focal, ours_ldam; after the paper crt, lws, tau_norm, la, la_posthoc,
+bs, ours_la), imbalance factors 200, 100, 50, 20, 10, 1::
 
   python -m ltjax.main --config=configs/cifar10_lt.py:method=ours_ce,imb=100 \
     --workdir=runs/cifar10_lt/ours_ce_100
@@ -28,7 +29,8 @@ ldam_drw         -    22.97    -      -    11.84    -
 ours_ldam      22.77  20.00  17.77  15.63  12.60  10.29
 =============  =====  =====  =====  =====  =====  =====
 
-``ldam``, ``cb_finetune`` have no CIFAR-10 row in the paper.
+``ldam``, ``cb_finetune`` and the methods after the paper have no CIFAR-10
+row in it.
 
 ``epochs=<E>,meta_epochs=<M>`` shortens the schedule (the last ``M`` epochs
 in stage 2, one lr drop when it starts), e.g. a first run of about a minute
