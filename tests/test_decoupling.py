@@ -343,3 +343,48 @@ def test_a_resume_across_the_stage_start_is_bit_identical(
   jax.tree.map(
     np.testing.assert_array_equal, load_numpy(copy)[1], load_numpy(workdir)[1]
   )
+
+
+@pytest.mark.parametrize('name', ['la', 'bs'])
+def test_plain_stage_of_the_prior_shifted_losses(name):
+  """One ``plain`` update of ``la`` and ``bs`` against ``jax.grad`` of the
+  mean loss written with the public loss functions."""
+  config, model, state, batch, dev = setup(name)
+  update = train_step.make_update_fn(
+    'plain', model, methods.get_method(name), config, COUNTS, 10
+  )
+  new, metrics = jax.jit(update)(state, batch, dev)
+
+  def per_example(z, y):
+    if name == 'la':
+      return ltjax.logit_adjusted_loss(z, y, ltjax.log_class_prior(COUNTS))
+    return ltjax.balanced_softmax_loss(z, y, COUNTS)
+
+  loss_fn = ltjax.models.make_loss_fn(model, per_example)
+
+  def loss(p):
+    return jnp.mean(loss_fn(p, state.batch_stats, batch)[0])
+
+  value, grads = jax.value_and_grad(loss)(state.params)
+  np.testing.assert_allclose(metrics['train/loss'], value, rtol=1e-6)
+  want = head_step(config, state.params, grads, 0.1)
+  assert_trees_close(new.params, want, rtol=2e-5, atol=1e-7)
+
+
+def test_ours_stage_on_the_logit_adjusted_loss():
+  config, model, state, batch, dev = setup('ours_la')
+  update = train_step.make_update_fn(
+    'ours', model, methods.get_method('ours_la'), config, COUNTS, 10
+  )
+  new, _ = jax.jit(update)(state, batch, dev)
+  loss_fn = ltjax.models.make_loss_fn(
+    model,
+    lambda z, y: ltjax.logit_adjusted_loss(z, y, ltjax.log_class_prior(COUNTS)),
+  )
+  w = jnp.asarray(ltjax.class_balanced_weights(COUNTS), jnp.float32)
+  out = ltjax.meta_step(
+    loss_fn, state.params, state.batch_stats, batch, dev,
+    w[batch['label']], inner_lr=0.1, eps_lr=0.01,
+  )  # fmt: skip
+  want = head_step(config, state.params, out.grads, 0.1)
+  assert_trees_close(new.params, want, rtol=2e-5, atol=1e-7)
