@@ -14,10 +14,6 @@ import os
 
 import numpy as np
 
-METHOD_ORDER = ('ce', 'cb_ce', 'focal', 'cb_focal', 'ldam', 'ldam_drw',
-                'cb_finetune', 'l2rw', 'mwn', 'ours_ce', 'ours_focal',
-                'ours_ldam', 'crt', 'lws', 'tau_norm', 'la', 'la_posthoc', 'bs',
-                'ours_la')  # fmt: skip
 FIGURE_METHODS = ('ce', 'cb_ce', 'ours_ce')
 
 
@@ -90,8 +86,11 @@ def _mean_std(values, digits=2) -> str:
 
 
 def _method_key(s):
-  order = METHOD_ORDER.index(s['method']) if s['method'] in METHOD_ORDER else 99
-  return order, s['name']
+  """Rows in the order of ``ltjax.methods.METHODS``."""
+  from ltjax.methods import METHODS
+
+  order = list(METHODS)
+  return order.index(s['method']) if s['method'] in order else 99, s['name']
 
 
 def _main_table(runs, imbalance, paper) -> list[str]:
