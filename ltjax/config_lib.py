@@ -206,8 +206,16 @@ def check_workdir_config(config, workdir) -> None:
   path = os.path.join(workdir, 'config.json')
   mine = json.loads(config.to_json_best_effort())
   if os.path.exists(path):
-    with open(path) as f:
-      theirs = json.load(f)
+    try:
+      with open(path) as f:
+        theirs = json.load(f)
+    except json.JSONDecodeError as error:
+      raise ValueError(
+        f'{path} is damaged ({error.msg}, line {error.lineno}): it records '
+        f'the config that trained this workdir. Restore it (the run logs its '
+        f'config at start), or delete it if this config is the one that '
+        f'trained the run: it is then written anew.'
+      ) from None
     a, b = _flat(mine), _flat(theirs)
     differ = sorted(
       k

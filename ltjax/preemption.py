@@ -1,11 +1,13 @@
-"""Preemption: SIGTERM or SIGINT stop a run at a step boundary, checkpointed.
+"""Preemption: SIGTERM, SIGINT or SIGHUP stop a run at a step boundary,
+checkpointed.
 
 Clusters preempt jobs with SIGTERM and a grace period. :class:`Watch` turns
 the signal into a flag that the training loop reads after every step: the
 step in flight finishes, a checkpoint is written, and
 :func:`ltjax.train.train_and_evaluate` raises :class:`Preempted`, which the
 CLI prints as one line and turns into exit status ``128 + signal`` (143 for
-SIGTERM, 130 for SIGINT). Resuming with the same command continues from
+SIGTERM, 130 for SIGINT, 129 for SIGHUP: a dropped ssh session; a process
+that ignores SIGHUP, as under ``nohup``, keeps ignoring it). Resuming with the same command continues from
 that step, exactly as if the run had not stopped. A second signal acts as
 it would have without ltjax (SIGTERM kills, SIGINT raises
 ``KeyboardInterrupt``).
@@ -27,7 +29,7 @@ from absl import logging
 from jax._src import distributed  # whether jax.distributed is initialized
 from jax.experimental import multihost_utils
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Preempted(Exception):
@@ -63,6 +65,8 @@ class Watch:
   def __enter__(self):
     if not self._sync and threading.current_thread() is threading.main_thread():
       for signum in SIGNALS:
+        if signal.getsignal(signum) is signal.SIG_IGN:
+          continue  # ignored on purpose (nohup): left so
         self._previous[signum] = signal.signal(signum, self._handle)
     return self
 

@@ -53,12 +53,9 @@ class MetricWriter:
   def __init__(self, workdir, resume_step: int = 0):
     self.path = os.path.join(workdir, 'metrics.jsonl')
     if os.path.exists(self.path):
-      with open(self.path) as f:
-        keep = [
-          r for r in f if r.strip() and json.loads(r)['step'] <= resume_step
-        ]
+      keep = [r for r in read_jsonl(self.path) if r['step'] <= resume_step]
       with open(self.path + '.tmp', 'w') as f:
-        f.writelines(keep)
+        f.writelines(json.dumps(r) + '\n' for r in keep)
       os.replace(self.path + '.tmp', self.path)
     self._jsonl = open(self.path, 'a')  # noqa: SIM115
     logdir = os.path.join(workdir, 'tensorboard')
@@ -82,9 +79,38 @@ class MetricWriter:
     self._events.close()
 
 
+class DamagedRecordError(ValueError):
+  """A record file with a damaged line before its last."""
+
+
 def read_jsonl(path) -> list[dict]:
+  """The rows of a JSON-lines record file.
+
+  A last line cut short (a kill or a full disk in the middle of a write) is
+  dropped with a warning naming the file: the rows before it are whole. A
+  damaged line before the last is not a torn write, and is refused with
+  the file, the line and what to do.
+  """
   with open(path) as f:
-    return [json.loads(r) for r in f if r.strip()]
+    lines = [(i + 1, r) for i, r in enumerate(f) if r.strip()]
+  rows = []
+  for k, (number, line) in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError as error:
+      if k == len(lines) - 1 and not line.endswith('\n'):
+        logging.warning(
+          'Dropped the last line of %s (line %d), cut short by an '
+          'interrupted write; the %d rows before it are kept.',
+          path, number, len(rows),
+        )  # fmt: skip
+        break
+      raise DamagedRecordError(
+        f'{path}, line {number}, is damaged ({error.msg}): it is not a '
+        f'write cut short. Remove that line (or the file, if the run is to '
+        f'be trained again) and resume.'
+      ) from None
+  return rows
 
 
 def read_evals(workdir, start_step) -> list[list[dict]]:

@@ -247,10 +247,15 @@ def check_finite(state, ckpt: Checkpointer) -> None:
   bad = int(bad[bad >= 0].min()) if np.any(bad >= 0) else -1
   if bad >= 0:
     ckpt.wait()
+    latest = ckpt.latest_step()
+    kept = (
+      f'The last good checkpoint (step {latest}) is kept in {ckpt.directory}'
+      if latest is not None
+      else 'No checkpoint had been written yet'
+    )
     raise FloatingPointError(
       f'non-finite training loss or parameters at step {bad}; stopped. '
-      f'The last good checkpoint (step {ckpt.latest_step()}) is kept in '
-      f'{ckpt.directory}; lower the learning rate or check the data.'
+      f'{kept}; lower the learning rate or check the data.'
     )
 
 

@@ -325,3 +325,42 @@ def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
     assert f'ltjax: preempted by SIGTERM at step {steps[0]}' in err
   # That two processes resume from their checkpoint and end as an
   # uninterrupted run: tests/test_multiprocess.py.
+
+
+WATCH_CHILD = """
+import signal, sys, time
+from ltjax import preemption
+if sys.argv[1] == 'nohup':
+  signal.signal(signal.SIGHUP, signal.SIG_IGN)
+with preemption.Watch() as watch:
+  print('ready', flush=True)
+  for step in range(500):
+    time.sleep(0.01)
+    if watch.requested(step):
+      print(f'stop {signal.Signals(watch.signum).name}', flush=True)
+      sys.exit(3)
+print('ran to the end', flush=True)
+"""
+
+
+@pytest.mark.parametrize('mode', ['plain', 'nohup'])
+def test_sighup_stops_like_sigterm_unless_ignored(mode):
+  proc = subprocess.Popen(
+    [sys.executable, '-c', WATCH_CHILD, mode],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  assert proc.stdout.readline().strip() == 'ready'
+  proc.send_signal(signal.SIGHUP)
+  out = proc.communicate(timeout=60)[0]
+  if mode == 'plain':  # a dropped ssh session: checkpoint and stop
+    assert proc.returncode == 3 and 'stop SIGHUP' in out
+  else:  # nohup: the run goes on
+    assert proc.returncode == 0 and 'ran to the end' in out
+
+
+def test_a_damaged_config_json_is_named_with_the_fix(data_dir, tmp_path):
+  config = make_config(data_dir)
+  (tmp_path / 'config.json').write_text('{"batch_size": 1')
+  with pytest.raises(ValueError, match=r'config.json is damaged .*delete it'):
+    train.train_and_evaluate(config, tmp_path)

@@ -100,3 +100,42 @@ def test_events_reach_the_file_without_close(tmp_path):
     assert _scalars(events) == [(1, 'train/loss', 2.5)]
   finally:
     writer.close()
+
+
+def test_a_torn_last_line_is_dropped_with_a_warning(tmp_path, caplog):
+  import json
+
+  from absl import logging as absl_logging
+
+  rows = [{'step': s, 'train/loss': 1.0 / s} for s in (1, 2, 3)]
+  text = ''.join(json.dumps(r) + '\n' for r in rows)
+  evals = [
+    {
+      'step': s,
+      'epoch': s,
+      'dev_top1_error': 50.0,
+      'test': {'top1_error': 40.0},
+    }
+    for s in (1, 2)
+  ]
+  (tmp_path / 'metrics.jsonl').write_text(text + '{"step": 4, "train/lo')
+  (tmp_path / 'evals.jsonl').write_text(
+    ''.join(json.dumps(e) + '\n' for e in evals) + '{"step": 3, "ep'
+  )
+  absl_logging.get_absl_handler()  # warnings reach caplog through absl
+  with caplog.at_level('WARNING'):
+    got = summary.read_evals(tmp_path, start_step=10)
+    writer = summary.MetricWriter(tmp_path, resume_step=10)
+  writer.close()
+  assert [r[0]['step'] for r in got] == [1, 2]
+  assert (tmp_path / 'metrics.jsonl').read_text() == text  # torn line gone
+  warned = [r.getMessage() for r in caplog.records]
+  for name in ('metrics.jsonl', 'evals.jsonl'):
+    assert any(name in m and 'cut short' in m for m in warned), warned
+
+
+def test_a_damaged_line_before_the_last_names_the_file_and_line(tmp_path):
+  path = tmp_path / 'evals.jsonl'
+  path.write_text('{"step": 1}\n{"step": 2, oops}\n{"step": 3}\n')
+  with pytest.raises(summary.DamagedRecordError, match=r'evals.jsonl, line 2'):
+    summary.read_jsonl(path)
