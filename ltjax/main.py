@@ -6,7 +6,9 @@ Example (README has more)::
     --workdir=runs/cifar10_lt_ours_100
 """
 
+import glob
 import os
+import re
 import sys
 import traceback
 
@@ -62,8 +64,70 @@ def raised_by_ltjax(error: BaseException) -> bool:
   )
 
 
+def _innermost(error: BaseException) -> str:
+  """The message at the bottom of a config-loading error, on one line
+  (config_flags wraps the file's own error, and a KeyError's message in
+  an AttributeError, with a traceback in the text)."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  text = str(error.args[0]) if error.args else str(error)
+  lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+  lines = [ln for ln in lines if not ln.startswith('Pass --help')]
+  last = lines[-1] if lines else type(error).__name__
+  if len(lines) > 1 and last.startswith('Did you mean'):
+    last = f'config field {lines[-2]} does not exist. {last}'
+  return re.sub(r'^\w+(Error|Exception): ', '', last)
+
+
+def _user_error(message: str) -> None:
+  print(f'ltjax: error: {message}', file=sys.stderr)
+  print('(--debug shows the traceback)', file=sys.stderr)
+  sys.exit(2)
+
+
+def _check_config_path(argv) -> None:
+  """A ``--config`` file that does not exist, named with the ones there
+  are (config_flags would only report 'config_config' later)."""
+  for arg in argv[1:]:
+    if arg.startswith('--config='):
+      path = arg.split('=', 1)[1].split(':', 1)[0]
+      if not os.path.isfile(path):
+        folder = os.path.dirname(path) or '.'
+        shipped = sorted(glob.glob(os.path.join(folder, '*.py')))
+        _user_error(
+          f'no config file {path}'
+          + (f'; {folder} has {", ".join(shipped)}.' if shipped else '.')
+        )
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with a bad ``--config`` (a missing file, an
+  unknown method or variant, a misspelled field) as one line, exit 2."""
+  debug = '--debug' in argv
+  if not debug:
+    _check_config_path(argv)
+  try:
+    return FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError, ValueError, OSError) as error:
+    if debug:
+      raise
+    _user_error(_innermost(error))
+
+
+def load_config():
+  """``FLAGS.config``: a config file that does not load, or an override of
+  a field that does not exist, is a user error."""
+  try:
+    return FLAGS.config
+  except Exception as error:  # noqa: BLE001 (config_flags raises many kinds)
+    if FLAGS.debug:
+      raise
+    _user_error(_innermost(error))
+
+
 def main(argv):
   del argv
+  config = load_config()
   if FLAGS.coordinator_address:
     devices.join_processes(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
@@ -72,17 +136,15 @@ def main(argv):
     devices.join_processes()
   logging.info('JAX devices: %s', jax.devices())
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train.train_and_evaluate(config, FLAGS.workdir)
   except Preempted as stop:
     print(f'ltjax: {stop}', file=sys.stderr)
     sys.exit(stop.exit_status)
   except EXPECTED_ERRORS as error:
     if FLAGS.debug or not raised_by_ltjax(error):
       raise
-    print(f'ltjax: error: {error}', file=sys.stderr)
-    print('(--debug shows the traceback)', file=sys.stderr)
-    sys.exit(2)
+    _user_error(str(error))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -137,3 +137,25 @@ def test_lr_drops_after_the_end_are_allowed_but_said(caplog):
   assert (
     'never apply' in caplog.text and 'epochs=E,meta_epochs=M' in caplog.text
   )
+
+
+@pytest.mark.parametrize(
+  'flags, message',
+  [
+    (['--config=configs/cifar10_lt.py:method=our_ce'],
+     "ltjax: error: unknown method 'our_ce' (config.method); choose one of"),
+    (['--config=configs/cifar10lt.py'],
+     'ltjax: error: no config file configs/cifar10lt.py; configs has '),
+    (['--config=configs/cifar10_lt.py', '--config.lerning_rate=0.1'],
+     "ltjax: error: config field 'lerning_rate' does not exist. Did you mean "
+     '"learning_rate" instead of "lerning_rate"?'),
+  ],
+)  # fmt: skip
+def test_config_typos_are_one_line_with_exit_2(flags, message, tmp_path):
+  cmd = [sys.executable, '-m', 'ltjax.main', f'--workdir={tmp_path / "w"}']
+  proc = subprocess.run(cmd + flags, cwd=REPO, capture_output=True, text=True)
+  assert proc.returncode == 2, proc.stderr[-2000:]
+  lines = [ln for ln in proc.stderr.splitlines() if ln[:1] not in 'IW']
+  assert lines[0].startswith(message), lines
+  assert lines[1:] == ['(--debug shows the traceback)']
+  assert not (tmp_path / 'w').exists()
