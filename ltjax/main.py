@@ -1,9 +1,16 @@
-"""Trains and evaluates a model: ``python -m ltjax.main --config=... --workdir=...``.
+r"""Trains and evaluates a model: ``python -m ltjax.main --config=... --workdir=...``.
 
-Example (README has more)::
+A first run of about a minute, offline, on the CIFAR-10 images in
+../shared/data (README has more)::
 
-  python -m ltjax.main --config=configs/cifar10_lt.py:method=ours_ce,imb=100 \
-    --workdir=runs/cifar10_lt_ours_100
+  python -m ltjax.main --workdir=runs/first \
+    --config=configs/cifar10_lt.py:source=npz,epochs=6,meta_epochs=2 \
+    --config.model=tiny --config.eval_every_epochs=2 \
+    --config.data.dir=../shared/data
+
+``--config=FILE:method=NAME`` picks a method (the list below);
+``--print_config`` prints every field of the config with its value, and
+``--config.FIELD=VALUE`` changes one.
 """
 
 import glob
@@ -16,7 +23,7 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ltjax import devices, train
+from ltjax import devices, methods, train
 from ltjax.checkpoint import UnreadableCheckpointError
 from ltjax.preemption import Preempted
 
@@ -50,7 +57,11 @@ flags.DEFINE_bool(
 flags.DEFINE_bool(
   'debug', False, 'Show the traceback of expected errors (bad config, data).'
 )
-flags.mark_flags_as_required(['config', 'workdir'])
+flags.DEFINE_bool(
+  'print_config', False, 'Print the config (every field) and exit.'
+)
+flags.mark_flag_as_required('config')
+HELP_FLAGS = ('--help', '-h', '--helpshort', '-?', '--helpfull')
 
 
 def raised_by_ltjax(error: BaseException) -> bool:
@@ -103,6 +114,12 @@ def _check_config_path(argv) -> None:
 def parse_flags(argv):
   """absl's flag parsing, with a bad ``--config`` (a missing file, an
   unknown method or variant, a misspelled field) as one line, exit 2."""
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    methods_list = ', '.join(methods.METHODS)
+    sys.modules['__main__'].__doc__ = f'{__doc__}\nMethods: {methods_list}.\n'
+    app.usage(
+      shorthelp='--helpfull' not in argv, writeto_stdout=True, exitcode=0
+    )
   debug = '--debug' in argv
   if not debug:
     _check_config_path(argv)
@@ -128,6 +145,13 @@ def load_config():
 def main(argv):
   del argv
   config = load_config()
+  if FLAGS.print_config:
+    print(config)
+    return
+  if not FLAGS.workdir:
+    _user_error(
+      '--workdir is required: the folder for checkpoints and results.'
+    )
   if FLAGS.coordinator_address:
     devices.join_processes(
       FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id

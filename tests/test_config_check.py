@@ -159,3 +159,19 @@ def test_config_typos_are_one_line_with_exit_2(flags, message, tmp_path):
   assert lines[0].startswith(message), lines
   assert lines[1:] == ['(--debug shows the traceback)']
   assert not (tmp_path / 'w').exists()
+
+
+def test_help_exits_0_with_the_methods_and_print_config_lists_fields():
+  cmd = [sys.executable, '-m', 'ltjax.main']
+  proc = subprocess.run(
+    cmd + ['--help'], cwd=REPO, capture_output=True, text=True
+  )
+  assert proc.returncode == 0
+  assert 'Methods: ' + ', '.join(methods.METHODS) in proc.stdout
+  assert '--config.data.dir=../shared/data' in proc.stdout  # runs offline
+  proc = subprocess.run(
+    cmd + ['--config=configs/cifar10_lt.py:method=crt', '--print_config'],
+    cwd=REPO, capture_output=True, text=True,
+  )  # fmt: skip
+  assert proc.returncode == 0
+  assert 'method: crt' in proc.stdout and 'classifier_lr: 0.04' in proc.stdout
