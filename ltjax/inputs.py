@@ -38,7 +38,8 @@ class DeviceInput:
   """An array dataset kept on the device; batches made inside the step.
 
   Attributes: ``num_classes``, ``class_counts``, ``image_shape``,
-  ``summary``, ``digest``, ``steps_per_epoch``, ``batch_sharding``.
+  ``summary``, ``digest``, ``num_train_examples``, ``steps_per_epoch``,
+  ``batch_sharding``.
   """
 
   def __init__(
@@ -53,6 +54,7 @@ class DeviceInput:
     self.class_counts = data.class_counts
     self.image_shape = data.image_shape
     self.summary, self.digest = data.summary, data.digest
+    self.num_train_examples = len(data.train)
     self.steps_per_epoch = device_pipeline.steps_per_epoch(
       len(data.train), config.batch_size
     )
@@ -151,6 +153,7 @@ class HostInput:
     self.image_shape = (config.image_size, config.image_size, 3)
     self._process = (jax.process_index(), jax.process_count())
     self.batch_sharding = NamedSharding(mesh, P('data'))
+    self.num_train_examples = len(split.train)
     self.steps_per_epoch = tf_pipeline.steps_per_epoch(
       len(split.train), config.batch_size
     )

@@ -14,6 +14,7 @@ A first run of about a minute, offline, on the CIFAR-10 images in
 """
 
 import glob
+import logging as python_logging
 import os
 import re
 import sys
@@ -59,6 +60,12 @@ flags.DEFINE_bool(
 )
 flags.DEFINE_bool(
   'print_config', False, 'Print the config (every field) and exit.'
+)
+flags.DEFINE_bool(
+  'library_logs',
+  False,
+  'Keep the INFO lines of JAX, orbax and other libraries (by default only '
+  "ltjax's own INFO lines and every warning are logged).",
 )
 flags.mark_flag_as_required('config')
 HELP_FLAGS = ('--help', '-h', '--helpshort', '-?', '--helpfull')
@@ -142,8 +149,17 @@ def load_config():
     _user_error(_innermost(error))
 
 
+def _own_info_only(record) -> bool:
+  """A log filter: warnings and errors of anyone, INFO lines of ltjax."""
+  return record.levelno >= python_logging.WARNING or os.path.abspath(
+    record.pathname
+  ).startswith(_PACKAGE + os.sep)
+
+
 def main(argv):
   del argv
+  if not FLAGS.library_logs:
+    logging.get_absl_handler().python_handler.addFilter(_own_info_only)
   config = load_config()
   if FLAGS.print_config:
     print(config)

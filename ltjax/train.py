@@ -241,6 +241,21 @@ def evaluate_state(
   )
 
 
+def log_epoch_remainder(config, data) -> None:
+  """Says how many training images each epoch leaves out: full batches
+  only, so ``N mod (batch x processes)`` of them, a different draw each
+  epoch (the official code keeps a last partial batch instead)."""
+  n, used = data.num_train_examples, data.steps_per_epoch * config.batch_size
+  if n > used:
+    logging.info(
+      'An epoch is %d full batches of %d: %d of the %d training images '
+      '(%.1f%%), a different draw each epoch, are left out of it (the '
+      'official code keeps a last partial batch).',
+      data.steps_per_epoch, config.batch_size, n - used, n,
+      100 * (n - used) / n,
+    )  # fmt: skip
+
+
 def check_finite(state, ckpt: Checkpointer) -> None:
   """Stops at the first non-finite step the compiled step recorded."""
   bad = np.asarray(jax.device_get(state.first_bad_step))
@@ -284,7 +299,7 @@ def final_results(config, data, evals, state) -> dict:
 def write_results(workdir, results) -> None:
   with open(os.path.join(workdir, 'results.json'), 'w') as f:
     json.dump(results, f, indent=2)
-  figures.write_figures(results, workdir)
+  written = figures.write_figures(results, workdir)
   for i, r in enumerate(results.get('seeds') or [results]):
     logging.info(
       'Seed %d: final test top-1 error %.2f%% (last), %.2f%% (dev-selected, '
@@ -292,6 +307,11 @@ def write_results(workdir, results) -> None:
       i, r['last']['test']['top1_error'],
       r['dev_selected']['test']['top1_error'], r['dev_selected']['epoch'],
     )  # fmt: skip
+  logging.info(
+    'Results: %s; figures: %s.',
+    os.path.join(workdir, 'results.json'),
+    ', '.join(os.path.join(workdir, os.path.basename(p)) for p in written),
+  )
 
 
 def train_loop(
@@ -359,6 +379,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   with phases.phase('build the input'):
     data = inputs.build_input(config, mesh)
   logging.info('%s (split sha256 %s)', data.summary, data.digest[:12])
+  log_epoch_remainder(config, data)
   model = create_model(config, data.num_classes, method)
   k_init, k_train, k_dev = seed_keys(config)
   ckpt = Checkpointer(

@@ -220,3 +220,17 @@ def test_own_npz_files_as_readme_shows(tmp_path):
     results['train_class_counts'] == np.bincount(train, minlength=20).tolist()
   )
   assert results['last']['test']['num_examples'] == 60
+
+
+def test_the_log_is_ltjax_own_and_ends_with_where_the_results_are(full_run):
+  workdir, proc = full_run
+  lines = [
+    ln for ln in proc.stderr.splitlines() if ln[:1] in 'IWEF' and '] ' in ln
+  ]
+  own = {p.name for p in (REPO / 'ltjax').rglob('*.py')}
+  info_from = {
+    ln.split('] ')[0].split()[-1].split(':')[0] for ln in lines if ln[0] == 'I'
+  }
+  assert info_from <= own, info_from - own  # no library INFO chatter
+  assert len(lines) <= 25, '\n'.join(lines)  # one screen
+  assert f'Results: {workdir / "results.json"}; figures: ' in lines[-1]
