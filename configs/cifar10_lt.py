@@ -87,4 +87,5 @@ def get_config(arg=None):
     config.num_classes = 10
     config.data.train_file = 'cifar10_prefix_train.npz'
     config.data.test_per_class = 100
+    config.data.name = 'CIFAR-10-LT subset'
   return config

@@ -81,6 +81,7 @@ RULES = {
       'test_file',
       'dev_file',
       'places_lt_dir',
+      'name',
     )
   },  # fmt: skip
 }

@@ -26,7 +26,30 @@ RESUMABLE_FIELDS = (
   'data.dir',
   'data.tfds_data_dir',
   'data.cache_dir',
+  'data.name',
 )
+
+# How results, logs and figures name each dataset.
+DATASET_NAMES = {
+  'cifar10': 'CIFAR-10-LT',
+  'cifar100': 'CIFAR-100-LT',
+  'i_naturalist2017': 'iNaturalist 2017',
+  'i_naturalist2018': 'iNaturalist 2018',
+  'imagenet_lt': 'ImageNet-LT',
+  'places_lt': 'Places-LT',
+}
+
+
+def run_title(config) -> str:
+  """``'CIFAR-10-LT, imbalance 100 (npz)'``: the dataset (``data.name``, or
+  its benchmark name), the imbalance when one is imposed, the source."""
+  name = config.data.get('name') or DATASET_NAMES.get(
+    config.dataset, config.data.train_file or config.dataset
+  )
+  imbalance = config.data.imbalance
+  source = 'npz' if config.dataset == 'npz' else 'tfds'
+  where = f', imbalance {imbalance:g}' if imbalance else ''
+  return f'{name}{where} ({source})'
 
 
 def _flat(tree: dict, prefix: str = '') -> dict:
@@ -148,6 +171,7 @@ def base_config(
   # '' : $LTJAX_CACHE_DIR, else ~/.cache/ltjax; 'off': none.
   c.data.cache_dir = ''
   c.data.dir = ''  # folder of the npz files (dataset 'npz')
+  c.data.name = ''  # in titles and results; '' : the benchmark's name
   c.data.train_file = ''
   c.data.test_file = ''
   c.data.dev_file = ''

@@ -1,4 +1,9 @@
-"""PNG figures of a finished run, from its results dict."""
+"""PNG figures of a finished run, from its results dict.
+
+:func:`make_figures` builds them (every axis labelled, with units; every
+title naming the dataset, imbalance and method, ``results['title']``), and
+:func:`write_figures` saves them.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,7 @@ import os
 import numpy as np
 
 
-def write_figures(results: dict, workdir) -> list[str]:
-  """Writes ``conditional_weights.png`` (for meta runs),
-  ``per_class_accuracy.png`` and ``reliability.png`` to ``workdir``; returns
-  their paths."""
+def _pyplot():
   # Imported here, once figures are due: the headless backend must be
   # chosen before pyplot loads, and a trainer that is imported but never
   # finishes a run does not pay for matplotlib.
@@ -19,50 +21,69 @@ def write_figures(results: dict, workdir) -> list[str]:
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
-  paths = []
+  return plt
+
+
+def _heading(results) -> str:
+  return f'{results.get("title", results["dataset"])}: {results["method"]}'
+
+
+def make_figures(results: dict) -> dict:
+  """``{file name: matplotlib Figure}``: ``conditional_weights.png`` (runs
+  with a meta stage), ``per_class_accuracy.png`` and ``reliability.png``."""
+  plt = _pyplot()
+  out = {}
   counts = np.asarray(results['train_class_counts'])
   classes = np.arange(len(counts))
+  heading = _heading(results)
   cw = results['conditional_weights']
   if np.sum(cw['count']) > 0:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, key, title in (
-      (axes[0], 'eps', 'conditional weight ε'),
-      (axes[1], 'weight', 'total weight w + ε'),
-    ):
-      ax.errorbar(
-        classes, cw[f'{key}_mean'], yerr=cw[f'{key}_std'], fmt='o', ms=3
-      )
-      ax.set_xlabel('class (by training-set size, largest first)')
-      ax.set_title(f'{title}: mean ± std over the meta stage', fontsize=10)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.errorbar(
+      classes, cw['weight_mean'], yerr=cw['weight_std'], fmt='o', ms=3
+    )
+    left.set_ylabel('w + ε (mean ± std over the meta stage)')
+    # ε against the class weight it corrects: its RMS over the meta stage
+    # divided by the mean total weight, on a log scale.
+    rms = np.sqrt(np.square(cw['eps_mean']) + np.square(cw['eps_std']))
+    ratio = rms / np.maximum(np.abs(cw['weight_mean']), 1e-30)
+    right.semilogy(classes, np.maximum(ratio, 1e-12), 'o', ms=3)
+    right.set_ylabel('|ε| / w (RMS ε over mean w + ε)')
+    for ax in (left, right):
+      ax.set_xlabel('class (by training images, most first)')
+    fig.suptitle(f'{heading}: conditional weights', fontsize=10)
     fig.tight_layout()
-    paths.append(os.path.join(workdir, 'conditional_weights.png'))
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    out['conditional_weights.png'] = fig
 
   acc = [
     np.nan if a is None else a
     for a in results['last']['test']['per_class_accuracy']
   ]
-  fig, ax = plt.subplots(figsize=(5, 3.5))
+  fig, ax = plt.subplots(figsize=(5, 3.6))
   ax.scatter(counts, acc, s=10)
   ax.set_xscale('log')
-  ax.set_xlabel('training images of the class')
+  ax.set_xlabel('training images of the class (log scale)')
   ax.set_ylabel('test accuracy (%)')
-  ax.set_title(f'{results["dataset"]}, {results["method"]}: last model')
+  ax.set_title(f'{heading}, last model', fontsize=9)
   fig.tight_layout()
-  paths.append(os.path.join(workdir, 'per_class_accuracy.png'))
-  fig.savefig(paths[-1], dpi=100)
-  plt.close(fig)
+  out['per_class_accuracy.png'] = fig
 
   test = results['last']['test']
   if 'reliability' in test:
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig, ax = plt.subplots(figsize=(4.2, 4.2))
     reliability_diagram(ax, test['reliability'])
-    ax.set_title(
-      f'{results["method"]}: last model, ECE {test["ece"]:.2f}%', fontsize=10
-    )
+    ax.set_title(f'{heading}, last model\nECE {test["ece"]:.2f}%', fontsize=9)
     fig.tight_layout()
-    paths.append(os.path.join(workdir, 'reliability.png'))
+    out['reliability.png'] = fig
+  return out
+
+
+def write_figures(results: dict, workdir) -> list[str]:
+  """Saves :func:`make_figures` to ``workdir``; returns their paths."""
+  plt = _pyplot()
+  paths = []
+  for name, fig in make_figures(results).items():
+    paths.append(os.path.join(workdir, name))
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
   return paths
@@ -88,5 +109,5 @@ def reliability_diagram(ax, bins: dict) -> None:
   ax.set_xlim(0, 1)
   ax.set_ylim(0, 1)
   ax.set_xlabel('confidence (top-1 probability)')
-  ax.set_ylabel('accuracy')
+  ax.set_ylabel('accuracy (fraction of the bin)')
   ax.legend(loc='upper left', fontsize=8)

@@ -281,6 +281,7 @@ def final_results(config, data, evals, state) -> dict:
   if config.num_seeds > 1:
     weight_stats = weight_stats.sum(0)
   results = {
+    'title': config_lib.run_title(config),
     'dataset': config.dataset,
     'method': config.method,
     'data': data.summary,
@@ -333,7 +334,7 @@ def train_loop(
   logging.info(
     'Training %s on %s: %d steps (%d per epoch), stage 2 from step %d; '
     'starting at step %d on %d device(s).',
-    config.method, config.dataset, total_steps, spe, stage2_step,
+    config.method, config_lib.run_title(config), total_steps, spe, stage2_step,
     start_step, jax.device_count(),
   )  # fmt: skip
   started = time.perf_counter()
