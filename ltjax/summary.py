@@ -130,24 +130,45 @@ def write_evals(workdir, evals) -> None:
 
 
 class Progress:
-  """The periodic log line and scalars: loss, lr, images/s, time left."""
+  """The periodic log line and scalars: loss, lr, images/s, time left.
 
-  def __init__(self, config, start_step, total_steps, steps_per_epoch):
+  The time left counts each stage's steps at that stage's own measured
+  time per step (a meta step costs a few plain ones); a stage not timed
+  yet is counted at the other's, and the line says so.
+  """
+
+  def __init__(
+    self, config, start_step, total_steps, steps_per_epoch, stage2_step=None
+  ):
     self._images = config.batch_size * config.num_seeds
     self._total, self._spe = total_steps, steps_per_epoch
+    self._stage2 = total_steps if stage2_step is None else stage2_step
     self._t, self._step = time.perf_counter(), start_step
+    self._seconds = {}  # stage -> seconds per step, latest interval
+
+  def _left(self, done) -> tuple[float, str]:
+    remaining = {
+      1: max(self._stage2 - done, 0),
+      2: self._total - max(done, self._stage2),
+    }
+    known = next(iter(self._seconds.values()))
+    untimed = [s for s, n in remaining.items() if n and s not in self._seconds]
+    seconds = sum(n * self._seconds.get(s, known) for s, n in remaining.items())
+    note = f' (stage {untimed[0]} not timed yet)' if untimed else ''
+    return seconds, note
 
   def __call__(self, done, stage, metrics) -> dict:
     now = time.perf_counter()
-    rate = (done - self._step) * self._images / (now - self._t)
+    self._seconds[stage] = (now - self._t) / max(done - self._step, 1)
+    rate = self._images / self._seconds[stage]
     scalars = {k: float(np.mean(v)) for k, v in jax.device_get(metrics).items()}
     scalars['images_per_second'] = rate
-    eta = (self._total - done) * self._images / rate
+    eta, note = self._left(done)
     logging.info(
       'step %d/%d epoch %.1f stage %d loss %.4f lr %.3g %.0f img/s, '
-      '%.0f s left',
+      '%.0f s left%s',
       done, self._total, done / self._spe, stage, scalars['train/loss'],
-      scalars['learning_rate'], rate, eta,
+      scalars['learning_rate'], rate, eta, note,
     )  # fmt: skip
     self._t, self._step = now, done
     return scalars

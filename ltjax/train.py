@@ -315,6 +315,16 @@ def write_results(workdir, results) -> None:
   )
 
 
+def progress_steps(config, total_steps, stage2_step) -> set[int]:
+  """Steps logged whatever ``log_every_steps`` is: each stage's quarters
+  and its end (so a short run still shows its training loss)."""
+  out = {total_steps}
+  for start, end in ((0, stage2_step), (stage2_step, total_steps)):
+    if end > start:
+      out |= {start + -(-k * (end - start) // 4) for k in range(1, 5)}
+  return out
+
+
 def train_loop(
   config, state, steps, feeds, spe, ckpt, writer, record_eval, entry=None
 ):
@@ -330,7 +340,10 @@ def train_loop(
   start_step = step_of(state)
   total_steps, stage2_step = config.num_epochs * spe, config.stage2_epoch * spe
   eval_every = config.eval_every_epochs * spe
-  progress = summary.Progress(config, start_step, total_steps, spe)
+  progress = summary.Progress(config, start_step, total_steps, spe, stage2_step)
+  log_steps = progress_steps(config, total_steps, stage2_step)
+  method = methods.get_method(config.method)
+  stage_names = method.stage1, method.stage2
   logging.info(
     'Training %s on %s: %d steps (%d per epoch), stage 2 from step %d; '
     'starting at step %d on %d device(s).',
@@ -343,11 +356,18 @@ def train_loop(
       stage = 1 if step < stage2_step else 2
       if entry is not None and step == entry[0]:
         state = entry[1](state)
+      if step == start_step or (
+        step == stage2_step and steps[2] is not steps[1]
+      ):
+        logging.info(
+          'Stage %d (%s) at step %d: compiling its step, then training.',
+          stage, stage_names[stage - 1], step,
+        )  # fmt: skip
       state, metrics = steps[stage](state, next(feeds))
       done = step + 1
       if step == start_step:
         _log_first_step(metrics, started)
-      if done % config.log_every_steps == 0 or done == total_steps:
+      if done % config.log_every_steps == 0 or done in log_steps:
         check_finite(state, ckpt)
         scalars = progress(done, stage, metrics)
         if writer:
