@@ -27,6 +27,7 @@ from ml_collections import config_flags
 from ltjax import devices, methods, train
 from ltjax.checkpoint import UnreadableCheckpointError
 from ltjax.preemption import Preempted
+from ltjax.workdir_lock import WorkdirBusyError
 
 # What a bad config, a missing or malformed file, an unprepared dataset or
 # damaged checkpoints raise from ltjax's own checks: printed as one message,
@@ -36,6 +37,7 @@ EXPECTED_ERRORS = (
   FileNotFoundError,
   FloatingPointError,
   UnreadableCheckpointError,
+  WorkdirBusyError,
 )
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 

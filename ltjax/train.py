@@ -18,6 +18,7 @@ with the same parameters as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -45,6 +46,7 @@ from ltjax import (
   train_step,
 )
 from ltjax.checkpoint import Checkpointer, step_of
+from ltjax.workdir_lock import WorkdirLock
 
 
 def create_model(config, num_classes: int, method: methods.Method):
@@ -388,9 +390,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   Resumes from the latest checkpoint in ``workdir`` when there is one.
   Returns the final results (also written to ``workdir/results.json``).
+  The workdir is locked for the run (:mod:`ltjax.workdir_lock`): a second
+  run on it is refused.
   """
   config_lib.check_config(config)
   os.makedirs(workdir, exist_ok=True)
+  lead = jax.process_index() == 0
+  with WorkdirLock(workdir) if lead else contextlib.nullcontext():
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir: str) -> dict:
   config_lib.check_workdir_config(config, workdir)
   devices.log_platform()
   method = methods.get_method(config.method)

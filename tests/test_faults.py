@@ -364,3 +364,46 @@ def test_a_damaged_config_json_is_named_with_the_fix(data_dir, tmp_path):
   (tmp_path / 'config.json').write_text('{"batch_size": 1')
   with pytest.raises(ValueError, match=r'config.json is damaged .*delete it'):
     train.train_and_evaluate(config, tmp_path)
+
+
+HOLDER = """
+import sys, time
+from ltjax.workdir_lock import WorkdirLock
+with WorkdirLock(sys.argv[1]):
+  print('holding', flush=True)
+  time.sleep(300)
+"""
+
+
+def test_a_busy_workdir_is_refused_and_a_dead_runs_lock_taken_over(
+  data_dir, tmp_path, caplog
+):
+  from ltjax.workdir_lock import WorkdirBusyError, WorkdirLock
+
+  workdir = tmp_path / 'run'
+  holder = subprocess.Popen(
+    [sys.executable, '-c', HOLDER, str(workdir)],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    assert holder.stdout.readline().strip() == 'holding'
+    with pytest.raises(
+      WorkdirBusyError,
+      match=rf'in use by another run \(pid {holder.pid} on .+, started ',
+    ):
+      train.train_and_evaluate(make_config(data_dir), workdir)
+    assert not (workdir / 'config.json').exists()  # refused before anything
+  finally:
+    holder.kill()
+    holder.wait()
+  caplog.set_level('WARNING')
+  with WorkdirLock(workdir):
+    pass
+  assert (
+    f'Took over the lock of {workdir} left by a run that is no longer running (pid {holder.pid}'
+    in caplog.text
+  )
+  with WorkdirLock(workdir):  # released cleanly last time: nothing to say
+    pass
+  assert caplog.text.count('Took over') == 1
