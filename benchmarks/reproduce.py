@@ -34,7 +34,6 @@ import importlib.util
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -123,14 +122,9 @@ def stage1_prefix(config):
 
 
 def _git_commit() -> str:
-  def git(*a):
-    return subprocess.run(
-      ['git', *a], cwd=cli.REPO, capture_output=True, text=True
-    ).stdout.strip()
+  from ltjax import provenance
 
-  commit = git('rev-parse', 'HEAD') or 'unknown'
-  dirty = git('status', '--porcelain', '--untracked-files=no')
-  return commit + ('-dirty' if dirty else '')
+  return provenance.git_commit(cli.REPO)
 
 
 def _timed_train(config, workdir) -> dict:

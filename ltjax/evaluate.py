@@ -51,8 +51,8 @@ def calibration(logits, labels, num_bins=ECE_BINS, logit_scale=1.0) -> dict:
 
   Returns:
     ``{'ece': percent, 'bins': {'count', 'confidence', 'accuracy'}}``, each
-    bin list of length ``M`` (confidence and accuracy in [0, 1], None for an
-    empty bin).
+    bin list of length ``M`` (confidence and accuracy in percent, as every
+    figure of a run's records; None for an empty bin).
   """
   z = np.asarray(logits, np.float64) * logit_scale
   z = z - z.max(axis=1, keepdims=True)
@@ -70,7 +70,7 @@ def calibration(logits, labels, num_bins=ECE_BINS, logit_scale=1.0) -> dict:
 
   def per_bin(sums):
     return [
-      float(v) if k else None
+      100 * float(v) if k else None
       for v, k in zip(sums / safe, nonempty, strict=True)
     ]
 
@@ -192,6 +192,22 @@ def choose_tau(posthoc: Posthoc, dev_logits, dev_labels, counts, head):
   return posthoc.taus[int(np.argmin(errors))]
 
 
+SIGNIFICANT_DIGITS = 6
+
+
+def rounded(tree, digits: int = SIGNIFICANT_DIGITS):
+  """``tree`` (dicts, lists, numbers) with every float to ``digits``
+  significant digits: ``46.699999999999996`` is ``46.7``, and ε's ``1e-5``
+  scale keeps its digits."""
+  if isinstance(tree, dict):
+    return {k: rounded(v, digits) for k, v in tree.items()}
+  if isinstance(tree, (list, tuple)):
+    return [rounded(v, digits) for v in tree]
+  if isinstance(tree, float):
+    return float(f'{tree:.{digits}g}')
+  return tree
+
+
 def eval_records(
   step, epoch, test, dev, class_counts, logit_scale=1.0, posthoc=None
 ):
@@ -229,7 +245,7 @@ def eval_records(
       'test': classification_metrics(t, test_labels, class_counts, logit_scale),
       **extra,
     })  # fmt: skip
-  return records
+  return rounded(records)
 
 
 def eval_row(records) -> dict:

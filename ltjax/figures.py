@@ -24,8 +24,8 @@ def _pyplot():
   return plt
 
 
-def _heading(results) -> str:
-  return f'{results.get("title", results["dataset"])}: {results["method"]}'
+def _heading(results, sep=': ') -> str:
+  return f'{results.get("title", results["dataset"])}{sep}{results["method"]}'
 
 
 def make_figures(results: dict) -> dict:
@@ -64,7 +64,7 @@ def make_figures(results: dict) -> dict:
   ax.set_xscale('log')
   ax.set_xlabel('training images of the class (log scale)')
   ax.set_ylabel('test accuracy (%)')
-  ax.set_title(f'{heading}, last model', fontsize=9)
+  ax.set_title(f'{_heading(results, chr(10))}, last model', fontsize=9)
   fig.tight_layout()
   out['per_class_accuracy.png'] = fig
 
@@ -72,7 +72,10 @@ def make_figures(results: dict) -> dict:
   if 'reliability' in test:
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     reliability_diagram(ax, test['reliability'])
-    ax.set_title(f'{heading}, last model\nECE {test["ece"]:.2f}%', fontsize=9)
+    ax.set_title(
+      f'{_heading(results, chr(10))}, last model, ECE {test["ece"]:.2f}%',
+      fontsize=9,
+    )
     fig.tight_layout()
     out['reliability.png'] = fig
   return out
@@ -97,17 +100,17 @@ def reliability_diagram(ax, bins: dict) -> None:
   gap to each bin's mean confidence.
   """
   m = len(bins['count'])
-  edges = np.arange(m) / m
+  edges = 100 * np.arange(m) / m
   full = [i for i in range(m) if bins['count'][i]]
   acc = np.array([bins['accuracy'][i] for i in full])
   conf = np.array([bins['confidence'][i] for i in full])
-  ax.bar(edges[full], acc, width=1 / m, align='edge', edgecolor='k',
+  ax.bar(edges[full], acc, width=100 / m, align='edge', edgecolor='k',
          label='accuracy')  # fmt: skip
-  ax.bar(edges[full], conf - acc, bottom=acc, width=1 / m, align='edge',
+  ax.bar(edges[full], conf - acc, bottom=acc, width=100 / m, align='edge',
          color='tab:red', alpha=0.3, label='gap to confidence')  # fmt: skip
-  ax.plot([0, 1], [0, 1], 'k--', lw=1)
-  ax.set_xlim(0, 1)
-  ax.set_ylim(0, 1)
-  ax.set_xlabel('confidence (top-1 probability)')
-  ax.set_ylabel('accuracy (fraction of the bin)')
+  ax.plot([0, 100], [0, 100], 'k--', lw=1)
+  ax.set_xlim(0, 100)
+  ax.set_ylim(0, 100)
+  ax.set_xlabel('confidence: top-1 probability (%)')
+  ax.set_ylabel('accuracy of the bin (%)')
   ax.legend(loc='upper left', fontsize=8)

@@ -41,6 +41,7 @@ from ltjax import (
   models,
   phases,
   preemption,
+  provenance,
   stages,
   summary,
   train_step,
@@ -276,8 +277,28 @@ def check_finite(state, ckpt: Checkpointer) -> None:
     )
 
 
-def final_results(config, data, evals, state) -> dict:
-  """results.json: the last and the dev-selected model of every seed."""
+UNITS = (
+  'percent: every error, accuracy, ECE and reliability bin; plain numbers: '
+  'ε, weights and counts; floats to 6 significant digits'
+)
+
+
+def run_record(started: float, start_step: int) -> dict:
+  """What ran this call of the trainer: its wall time (from ``started``,
+  a ``time.perf_counter()``), where it resumed, the commit, the package
+  versions and the device."""
+  return {
+    'wall_seconds': round(time.perf_counter() - started, 1),
+    'resumed_from_step': start_step,
+    'commit': provenance.git_commit(),
+    'versions': provenance.versions(),
+    'device': provenance.device(),
+  }
+
+
+def final_results(config, data, evals, state, run=None) -> dict:
+  """results.json: the last and the dev-selected model of every seed, and
+  ``run`` (:func:`run_record`) where given."""
   per_seed = evaluate.last_and_dev_selected(evals, config.num_seeds)
   weight_stats = np.asarray(state.weight_stats)
   if config.num_seeds > 1:
@@ -296,7 +317,10 @@ def final_results(config, data, evals, state) -> dict:
   if config.num_seeds > 1:
     results['seeds'] = per_seed
     results['over_seeds'] = evaluate.summarize_seeds(per_seed)
-  return results
+  results['units'] = UNITS
+  if run is not None:
+    results['run'] = run
+  return evaluate.rounded(results)
 
 
 def write_results(workdir, results) -> None:
@@ -401,6 +425,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 
 def _train_and_evaluate(config, workdir: str) -> dict:
+  started = time.perf_counter()
   config_lib.check_workdir_config(config, workdir)
   devices.log_platform()
   method = methods.get_method(config.method)
@@ -453,7 +478,9 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   ckpt.close()
   if not evals or evals[-1][0]['step'] != step_of(state):
     record_eval(state)
-  results = final_results(config, data, evals, state)
+  results = final_results(
+    config, data, evals, state, run_record(started, start_step)
+  )
   if lead:
     write_results(workdir, results)
     writer.close()

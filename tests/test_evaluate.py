@@ -74,8 +74,8 @@ def test_ece_by_hand():
   cal = evaluate.calibration(logits, np.array([0, 1, 1]))
   assert cal['ece'] == pytest.approx(40.0)
   assert cal['bins']['count'][13] == 2 and cal['bins']['count'][8] == 1
-  assert cal['bins']['accuracy'][13] == pytest.approx(0.5)
-  assert cal['bins']['confidence'][8] == pytest.approx(0.6)
+  assert cal['bins']['accuracy'][13] == pytest.approx(50.0)  # percent
+  assert cal['bins']['confidence'][8] == pytest.approx(60.0)
   assert cal['bins']['accuracy'][0] is None
 
 
