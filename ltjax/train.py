@@ -371,9 +371,10 @@ def train_loop(
   method = methods.get_method(config.method)
   stage_names = method.stage1, method.stage2
   logging.info(
-    'Training %s on %s: %d steps (%d per epoch), stage 2 from step %d; '
-    'starting at step %d on %d device(s).',
-    config.method, config_lib.run_title(config), total_steps, spe, stage2_step,
+    'Training %s (%s) on %s: %d steps (%d per epoch), stage 2 from step '
+    '%d; starting at step %d on %d device(s).',
+    config.method, config.model, config_lib.run_title(config), total_steps,
+    spe, stage2_step,
     start_step, jax.device_count(),
   )  # fmt: skip
   started = time.perf_counter()
