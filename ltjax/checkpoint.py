@@ -15,8 +15,12 @@ error names the folders.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import shutil
+import sys
+import traceback
 
 import jax
 import numpy as np
@@ -27,6 +31,28 @@ from jax.experimental import multihost_utils
 
 class UnreadableCheckpointError(RuntimeError):
   """No checkpoint of a workdir could be restored."""
+
+
+@contextlib.contextmanager
+def _collect_failed_reads():
+  """A failed orbax read leaves coroutines behind that raise
+  ``GeneratorExit`` when garbage-collected, each printed as an "Exception
+  ignored" traceback long after the one-line warning that said what
+  failed. Collects them on the way out, their noise dropped (only theirs:
+  any other unraisable exception reaches the usual hook)."""
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    frames = traceback.extract_tb(unraisable.exc_traceback)
+    if not any(f'{os.sep}orbax{os.sep}' in f.filename for f in frames):
+      previous(unraisable)
+
+  sys.unraisablehook = hook
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = previous
 
 
 def step_of(state) -> int:
@@ -79,6 +105,10 @@ class Checkpointer:
     Raises:
       UnreadableCheckpointError: no kept checkpoint could be read.
     """
+    with _collect_failed_reads():
+      return self._restore_latest(template)
+
+  def _restore_latest(self, template):
     template_of = template if callable(template) else lambda step: template
     failed = []
     for step in sorted(self._manager.all_steps(), reverse=True):
@@ -94,20 +124,19 @@ class Checkpointer:
           'Checkpoint %s could not be read (%s: %s); trying the one before.',
           self.step_dir(step), type(error).__name__, _short(error),
         )  # fmt: skip
-        failed.append((step, error))
+        failed.append((step, f'{type(error).__name__}: {_short(error)}'))
         continue
       if failed:
         self._move_aside([s for s, _ in failed])
       return state
     folders = ' '.join(self.step_dir(s) for s, _ in failed)
-    step, error = failed[0]
+    step, cause = failed[0]
     raise UnreadableCheckpointError(
       f'none of the checkpoints in {self.directory} could be read (the '
-      f'newest, step {step}: {type(error).__name__}: {_short(error)}). If '
-      f'the code and config are those that wrote them, they are damaged: '
-      f'remove them (rm -r {folders}) to train that run again from the '
-      f'start, or use a fresh --workdir.'
-    ) from error
+      f'newest, step {step}: {cause}). If the code and config are those '
+      f'that wrote them, they are damaged: remove them (rm -r {folders}) '
+      f'to train that run again from the start, or use a fresh --workdir.'
+    )
 
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
