@@ -65,7 +65,7 @@ class Watch:
   def __enter__(self):
     if not self._sync and threading.current_thread() is threading.main_thread():
       for signum in SIGNALS:
-        if signal.getsignal(signum) is signal.SIG_IGN:
+        if signum == signal.SIGHUP and signal.getsignal(signum) is signal.SIG_IGN:
           continue  # ignored on purpose (nohup): left so
         self._previous[signum] = signal.signal(signum, self._handle)
     return self

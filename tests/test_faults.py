@@ -345,6 +345,8 @@ import signal, sys, time
 from ltjax import preemption
 if sys.argv[1] == 'nohup':
   signal.signal(signal.SIGHUP, signal.SIG_IGN)
+else:
+  signal.signal(signal.SIGHUP, signal.SIG_DFL)
 with preemption.Watch() as watch:
   print('ready', flush=True)
   for step in range(500):
