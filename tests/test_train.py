@@ -79,14 +79,10 @@ def test_cli_trains_both_stages_and_writes_everything(full_run):
   assert sum(cw['count']) == 27 * 100 and min(cw['count']) > 0
   assert any(abs(e) > 0 for e in cw['eps_mean'])
   rows = read_jsonl(workdir / 'metrics.jsonl')
-  assert [r['step'] for r in rows if 'train/loss' in r] == [
-    9,
-    18,
-    27,
-    36,
-    45,
-    54,
-  ]
+  # Every 9 steps, and each stage's quarters (stage 1: 0-27, stage 2: 27-54).
+  assert [r['step'] for r in rows if 'train/loss' in r] == sorted(
+    {9, 18, 27, 36, 45, 54, 7, 14, 21, 34, 41, 48}
+  )
   assert os.listdir(workdir / 'tensorboard')
   assert 0 <= test['ece'] <= 100 and sum(test['reliability']['count']) == 1000
   assert all('ece' in e['test'] for e in evals)
