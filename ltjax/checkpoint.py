@@ -15,7 +15,6 @@ error names the folders.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import shutil
@@ -33,26 +32,42 @@ class UnreadableCheckpointError(RuntimeError):
   """No checkpoint of a workdir could be restored."""
 
 
-@contextlib.contextmanager
-def _collect_failed_reads():
-  """A failed orbax read leaves coroutines behind that raise
-  ``GeneratorExit`` when garbage-collected, each printed as an "Exception
-  ignored" traceback long after the one-line warning that said what
-  failed. Collects them on the way out, their noise dropped (only theirs:
-  any other unraisable exception reaches the usual hook)."""
-  previous = sys.unraisablehook
+def _is_read_leftover(unraisable) -> bool:
+  """Whether an unraisable exception is the debris of a failed orbax read.
 
-  def hook(unraisable):
-    frames = traceback.extract_tb(unraisable.exc_traceback)
-    if not any(f'{os.sep}orbax{os.sep}' in f.filename for f in frames):
-      previous(unraisable)
+  Orbax runs a restore on a fresh event loop and closes it when the first
+  read fails, while the other reads are still in flight. Two kinds of debris
+  follow, each printed as an "Exception ignored" traceback long after the
+  one-line warning that said what failed: the abandoned coroutines raise
+  ``GeneratorExit`` when garbage-collected (frames in orbax), and each
+  TensorStore read that completes later, on TensorStore's own thread, finds
+  its event loop closed (``RuntimeError('Event loop is closed')`` from
+  ``call_soon_threadsafe``, no orbax frame).
+  """
+  frames = traceback.extract_tb(unraisable.exc_traceback)
+  if any(f'{os.sep}orbax{os.sep}' in f.filename for f in frames):
+    return True
+  return (
+    unraisable.exc_type is RuntimeError
+    and str(unraisable.exc_value) == 'Event loop is closed'
+    and bool(frames)
+    and frames[-1].name == '_check_closed'
+    and f'{os.sep}asyncio{os.sep}' in frames[-1].filename
+  )
 
-  sys.unraisablehook = hook
-  try:
-    yield
-  finally:
-    gc.collect()
-    sys.unraisablehook = previous
+
+def _without_read_leftovers(hook):
+  """``hook``, minus the debris of failed reads (only that: any other
+  unraisable exception reaches ``hook``)."""
+  if getattr(hook, 'ltjax_drops_read_leftovers', False):
+    return hook
+
+  def filtered(unraisable):
+    if not _is_read_leftover(unraisable):
+      hook(unraisable)
+
+  filtered.ltjax_drops_read_leftovers = True
+  return filtered
 
 
 def step_of(state) -> int:
@@ -105,12 +120,24 @@ class Checkpointer:
     Raises:
       UnreadableCheckpointError: no kept checkpoint could be read.
     """
-    with _collect_failed_reads():
-      return self._restore_latest(template)
-
-  def _restore_latest(self, template):
-    template_of = template if callable(template) else lambda step: template
+    # A failed read leaves debris (see _is_read_leftover): the coroutines
+    # are collected here, quietly; the TensorStore reads still in flight
+    # complete at a time no one controls, so once a read has failed the
+    # filter stays on sys.unraisablehook for the rest of the process.
+    previous = sys.unraisablehook
+    sys.unraisablehook = _without_read_leftovers(previous)
     failed = []
+    try:
+      return self._restore_latest(template, failed)
+    finally:
+      gc.collect()
+      if not failed:
+        sys.unraisablehook = previous
+
+  def _restore_latest(self, template, failed):
+    """Tries the kept checkpoints, newest first; appends each unreadable
+    one to ``failed`` as ``(step, cause)``."""
+    template_of = template if callable(template) else lambda step: template
     for step in sorted(self._manager.all_steps(), reverse=True):
       abstract = jax.tree.map(
         ocp.utils.to_shape_dtype_struct, template_of(step)
