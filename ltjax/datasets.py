@@ -10,6 +10,7 @@ are only named here: they stream through :class:`ltjax.inputs.HostInput`.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 
 import numpy as np
@@ -164,8 +165,9 @@ def load_array_datasets(config) -> ArrayDatasets:
   if counts.min() == 0:
     raise ValueError(_empty_class_message(config, counts, split))
   digest, summary = describe_split(
-    config.dataset, train_idx, dev_idx, counts, len(dev), len(test)
-  )
+    config.dataset, train_idx, dev_idx, counts, len(dev), len(test),
+    content=(train.image, train.label, dev.image, dev.label),
+  )  # fmt: skip
   return ArrayDatasets(train, dev, test, num_classes, counts, digest, summary)
 
 
@@ -196,14 +198,25 @@ def _empty_class_message(config, counts, split) -> str:
 
 
 def describe_split(
-  name, train_idx, dev_idx, counts, num_dev, num_test, dev_from=''
+  name, train_idx, dev_idx, counts, num_dev, num_test, dev_from='', content=()
 ):
   """``(sha256, one-line summary)`` of a training/dev split.
 
-  The digest is :meth:`ltjax.data.LongTailSplit.digest` of the indices and
-  class counts; the summary is what the trainer logs and results.json keeps.
+  The digest is :meth:`ltjax.data.LongTailSplit.digest` of the indices,
+  extended with the bytes, dtype and shape of each array of ``content``
+  (the training and dev images and labels of array data, in memory anyway:
+  changed pixels under the same labels change it). The host pipeline's
+  images are never all in memory: its digest covers the indices only. The
+  summary is what the trainer logs and results.json keeps.
   """
   digest = data_lib.LongTailSplit(train_idx, dev_idx, counts, 0.0).digest()
+  if content:
+    h = hashlib.sha256(digest.encode())
+    for a in content:
+      a = np.ascontiguousarray(a)
+      h.update(f'|{a.dtype.str}{a.shape}|'.encode())
+      h.update(memoryview(a).cast('B'))
+    digest = h.hexdigest()
   groups = data_lib.shot_groups(counts)
   source = f' from {dev_from}' if dev_from else ''
   summary = (

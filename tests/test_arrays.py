@@ -68,3 +68,17 @@ def test_missing_and_unreadable_files(tmp_path):
   (tmp_path / 'junk.npz').write_bytes(b'not a zip file')
   with pytest.raises(ValueError, match='not a readable .npz'):
     data.load_npz(tmp_path / 'junk.npz')
+
+
+def test_an_empty_class_names_the_class_and_the_real_fix():
+  # 4 classes declared, class 2 absent: no holdout or subset size can help.
+  labels = np.array([0, 0, 1, 1, 3, 3])
+  for call in (
+    lambda: data.balanced_holdout(labels, 4, 1),
+    lambda: data.long_tail_split(labels, 4, imbalance=2.0, dev_per_class=1),
+  ):
+    with pytest.raises(ValueError) as error:
+      call()
+    text = str(error.value)
+    assert 'class 2 has no examples' in text and 'Set num_classes' in text
+    assert 'at most 0' not in text

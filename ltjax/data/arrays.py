@@ -15,6 +15,8 @@ import zipfile
 
 import numpy as np
 
+from ltjax.data.longtail import check_no_empty_class
+
 
 @dataclasses.dataclass(frozen=True)
 class ArrayData:
@@ -133,6 +135,8 @@ def balanced_holdout(labels, num_classes: int, per_class: int, seed: int = 0):
   """
   labels = np.asarray(labels)
   counts = np.bincount(labels, minlength=num_classes)
+  if per_class > 0:
+    check_no_empty_class(counts, 'the labels of the pool')
   if per_class < 0 or counts.min() < per_class:
     c = int(np.argmin(counts))
     raise ValueError(

@@ -140,6 +140,23 @@ def largest_imbalance(n_max: float, num_classes: int, profile: str) -> int:
   return imbalance
 
 
+def check_no_empty_class(counts, where: str) -> None:
+  """Refuses class counts with an empty class: no subset, dev or test set
+  can hold what is not there, so the fix is in the data or ``num_classes``,
+  not in the sizes asked for."""
+  counts = np.asarray(counts)
+  empty = np.flatnonzero(counts == 0)
+  if empty.size:
+    present = np.flatnonzero(counts)
+    raise ValueError(
+      f'class {empty[0]} has no examples in {where} ({empty.size} of '
+      f'{counts.size} classes are empty; the labels present run '
+      f'{present.min() if present.size else "-"}..'
+      f'{present.max() if present.size else "-"}). Set num_classes to the '
+      f"data's number of classes, or use data with examples of every class."
+    )
+
+
 def long_tail_split(
   labels,
   num_classes: int,
@@ -193,6 +210,7 @@ def long_tail_split(
   if dev_per_class < 0:
     raise ValueError(f'dev_per_class must be >= 0, got {dev_per_class}.')
   per_class = np.bincount(labels, minlength=num_classes)
+  check_no_empty_class(per_class, 'the training labels')
   short = np.flatnonzero(per_class < dev_per_class)
   if short.size:
     c = short[0]
