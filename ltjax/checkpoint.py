@@ -147,14 +147,15 @@ class Checkpointer:
           step, args=ocp.args.StandardRestore(abstract)
         )
       except Exception as error:  # noqa: BLE001 (TensorStore raises Exception)
+        cause = _root_cause(error)
         logging.warning(
-          'Checkpoint %s could not be read (%s: %s); trying the one before.',
-          self.step_dir(step), type(error).__name__, _short(error),
+          'Checkpoint %s could not be read (%s); trying the one before.',
+          self.step_dir(step), cause,
         )  # fmt: skip
-        failed.append((step, f'{type(error).__name__}: {_short(error)}'))
+        failed.append((step, cause))
         continue
       if failed:
-        self._move_aside([s for s, _ in failed])
+        self.move_aside([s for s, _ in failed], 'checkpoints_unreadable')
       return state
     folders = ' '.join(self.step_dir(s) for s, _ in failed)
     step, cause = failed[0]
@@ -168,9 +169,13 @@ class Checkpointer:
   def step_dir(self, step: int) -> str:
     return os.path.join(self.directory, str(step))
 
-  def _move_aside(self, steps) -> None:
-    """Moves unreadable checkpoints out of orbax's sight (process 0)."""
-    aside = os.path.join(self.workdir, 'checkpoints_unreadable')
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def move_aside(self, steps, folder: str) -> str:
+    """Moves the checkpoints at ``steps`` out of orbax's sight, into
+    ``workdir/folder`` (process 0; nothing is deleted), and returns it."""
+    aside = os.path.join(self.workdir, folder)
     if jax.process_index() == 0:
       os.makedirs(aside, exist_ok=True)
       for step in steps:
@@ -178,10 +183,11 @@ class Checkpointer:
         while os.path.exists(target):
           target += '_'
         shutil.move(self.step_dir(step), target)
-        logging.warning('Moved the unreadable checkpoint to %s.', target)
+        logging.warning('Moved the checkpoint at step %d to %s.', step, target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices('ltjax_checkpoints_moved_aside')
     self._manager.reload()
+    return aside
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -191,9 +197,19 @@ class Checkpointer:
     self._manager.close()
 
 
-def _short(error: BaseException, limit: int = 200) -> str:
+def _short(error: BaseException, limit: int = 300) -> str:
   text = ' '.join(str(error).split())
   return text if len(text) <= limit else text[:limit] + '...'
+
+
+def _root_cause(error: BaseException) -> str:
+  """``'Type: message'`` of the innermost exception ``error`` was raised
+  from: orbax wraps TensorStore's precise one (``OUT_OF_RANGE: Error
+  reading "params..." ...: Requested byte range ... is not valid``) in a
+  generic one whose text is mostly a dump of the TensorStore spec."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  return f'{type(error).__name__}: {_short(error)}'
 
 
 def load_numpy(workdir, step: int | None = None):

@@ -8,26 +8,12 @@ also be overridden on the command line (``--config.batch_size=128``).
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 
-import jax
 import ml_collections
 
 from ltjax import config_check, methods
 from ltjax.data.specs import SPECS
-
-# Fields that may change between a run and its resumption (the data may
-# move: the split digest stored with each checkpoint guards its content).
-RESUMABLE_FIELDS = (
-  'log_every_steps',
-  'checkpoint_every_steps',
-  'keep_checkpoints',
-  'data.dir',
-  'data.tfds_data_dir',
-  'data.cache_dir',
-  'data.name',
-)
 
 # How results, logs and figures name each dataset.
 DATASET_NAMES = {
@@ -50,16 +36,6 @@ def run_title(config) -> str:
   source = 'npz' if config.dataset == 'npz' else 'tfds'
   where = f', imbalance {imbalance:g}' if imbalance else ''
   return f'{name}{where} ({source})'
-
-
-def _flat(tree: dict, prefix: str = '') -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
-    else:
-      out[f'{prefix}{k}'] = v
-  return out
 
 
 def from_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
@@ -222,38 +198,3 @@ def shorten(config, epochs: int, meta_epochs: int) -> None:
 def check_config(config) -> None:
   """Stops a bad config before any data is read (:mod:`ltjax.config_check`)."""
   config_check.check(config)
-
-
-def check_workdir_config(config, workdir) -> None:
-  """Refuses a workdir that holds a run of another config; records the
-  config in a fresh one (``workdir/config.json``)."""
-  path = os.path.join(workdir, 'config.json')
-  mine = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    try:
-      with open(path) as f:
-        theirs = json.load(f)
-    except json.JSONDecodeError as error:
-      raise ValueError(
-        f'{path} is damaged ({error.msg}, line {error.lineno}): it records '
-        f'the config that trained this workdir. Restore it (the run logs its '
-        f'config at start), or delete it if this config is the one that '
-        f'trained the run: it is then written anew.'
-      ) from None
-    a, b = _flat(mine), _flat(theirs)
-    differ = sorted(
-      k
-      for k in set(a) | set(b)
-      if k not in RESUMABLE_FIELDS and a.get(k) != b.get(k)
-    )
-    if differ:
-      raise ValueError(
-        f'workdir {workdir} holds a run of a different config (fields '
-        f'{differ} differ); use a fresh --workdir or the same config.'
-      )
-  elif jax.process_index() == 0:
-    # Through a rename: the other processes of a run read the file while it
-    # is written and must never see half of it.
-    with open(path + '.tmp', 'w') as f:
-      json.dump(mine, f, indent=2, sort_keys=True)
-    os.replace(path + '.tmp', path)

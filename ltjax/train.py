@@ -42,6 +42,7 @@ from ltjax import (
   phases,
   preemption,
   provenance,
+  resume,
   stages,
   summary,
   train_step,
@@ -259,22 +260,80 @@ def log_epoch_remainder(config, data) -> None:
     )  # fmt: skip
 
 
-def check_finite(state, ckpt: Checkpointer) -> None:
-  """Stops at the first non-finite step the compiled step recorded."""
+def check_finite(state, ckpt: Checkpointer, config, spe: int) -> None:
+  """Stops at the first non-finite step the compiled step recorded, with
+  advice that names the stage's own rates (:func:`nonfinite_advice`)."""
   bad = np.asarray(jax.device_get(state.first_bad_step))
   bad = int(bad[bad >= 0].min()) if np.any(bad >= 0) else -1
   if bad >= 0:
     ckpt.wait()
-    latest = ckpt.latest_step()
-    kept = (
-      f'The last good checkpoint (step {latest}) is kept in {ckpt.directory}'
-      if latest is not None
-      else 'No checkpoint had been written yet'
+    raise FloatingPointError(nonfinite_advice(bad, ckpt, config, spe))
+
+
+def stage_rates(config, stage: str, epoch: int) -> str:
+  """``'eps_lr=10000, the learning rate 0.001 (...)'``: what sets the step
+  size of ``stage`` at ``epoch``: its learning rate and its own rates (its
+  hyperparameters named ``*_lr``)."""
+  spec = methods.STAGES[stage]
+  own = [f'{k}={config[k]:g}' for k in spec.hyperparameters if k.endswith('_lr')]
+  if spec.lr == 'schedule':
+    lr = resume.epoch_rates(config, epoch + 1)[-1]
+    passed = sum(epoch >= b for b in config.lr_boundaries)
+    own.append(
+      f'the learning rate {lr:g} (learning_rate × lr_decay^{passed}'
+      + (', warming up' if epoch < config.warmup_epochs else '')
+      + ')'
     )
-    raise FloatingPointError(
-      f'non-finite training loss or parameters at step {bad}; stopped. '
-      f'{kept}; lower the learning rate or check the data.'
+  return ', '.join(own)
+
+
+def nonfinite_advice(bad: int, ckpt: Checkpointer, config, spe: int) -> str:
+  """What a non-finite step says: where, the stage and its rates, and a fix
+  that the workdir accepts (:mod:`ltjax.resume`). In a stage 2 that differs
+  from stage 1, its checkpoints are moved aside, so that a rerun with a
+  lower stage-2 rate restarts stage 2 from the end of stage 1."""
+  method = methods.get_method(config.method)
+  stage2_step = config.stage2_epoch * spe
+  stage = 2 if bad >= stage2_step else 1
+  name = (method.stage1, method.stage2)[stage - 1]
+  head = (
+    f'non-finite training loss or parameters at step {bad} (epoch '
+    f'{bad // spe}, stage {stage}: {name}); stopped. Its rates: '
+    f'{stage_rates(config, name, bad // spe)}.'
+  )
+  steps = ckpt.all_steps()
+  if stage == 2 and method.stage2 != method.stage1:
+    fork = [s for s in steps if s <= stage2_step]
+    if not fork:
+      return (
+        f'{head} No checkpoint of stage 1 is kept in {ckpt.directory}: '
+        f'rerun with a lower rate of stage 2 in a fresh --workdir (a higher '
+        f'keep_checkpoints keeps the end of stage 1 longer).'
+      )
+    later = [s for s in steps if s > stage2_step]
+    moved = (
+      f' Its stage-2 checkpoints were moved to '
+      f'{ckpt.move_aside(later, "checkpoints_diverged")}.'
+      if later
+      else ''
     )
+    return (
+      f'{head}{moved} Rerun with a lower rate of stage 2 (a stage-2 field, '
+      f'or the schedule after epoch {config.stage2_epoch}) in the same '
+      f'--workdir: stage 2 restarts from the checkpoint at step {fork[-1]}, '
+      f'the end of stage 1. Or check the data.'
+    )
+  if not steps:
+    return (
+      f'{head} No checkpoint had been written: rerun with a lower rate in '
+      f'the same --workdir (one with no checkpoint takes any config), or '
+      f'check the data.'
+    )
+  return (
+    f'{head} The checkpoints in {ckpt.directory} (the last good one at step '
+    f'{steps[-1]}) were trained at these rates: rerun with a lower rate in a '
+    f'fresh --workdir, or check the data.'
+  )
 
 
 UNITS = (
@@ -395,18 +454,23 @@ def train_loop(
       if step == start_step:
         _log_first_step(metrics, started)
       if done % config.log_every_steps == 0 or done in log_steps:
-        check_finite(state, ckpt)
+        check_finite(state, ckpt, config, spe)
         scalars = progress(done, stage, metrics)
         if writer:
           writer.write(done, scalars)
       if done % eval_every == 0 or done == total_steps:
         record_eval(state)
-      if done % config.checkpoint_every_steps == 0 or done == total_steps:
-        check_finite(state, ckpt)
+      # The end of stage 1 is always kept: where a diverged stage 2 restarts.
+      if (
+        done % config.checkpoint_every_steps == 0
+        or done == total_steps
+        or (done == stage2_step and stage_names[0] != stage_names[1])
+      ):
+        check_finite(state, ckpt, config, spe)
         ckpt.save(state)
       if watch.requested(done) and done < total_steps:
-        _stop_preempted(state, ckpt, writer, watch.signum)
-  check_finite(state, ckpt)
+        _stop_preempted(state, ckpt, writer, watch.signum, config, spe)
+  check_finite(state, ckpt, config, spe)
   return state
 
 
@@ -427,7 +491,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def _train_and_evaluate(config, workdir: str) -> dict:
   started = time.perf_counter()
-  config_lib.check_workdir_config(config, workdir)
+  resume.check_workdir(config, workdir)  # before any data is read
   devices.log_platform()
   method = methods.get_method(config.method)
   mesh = devices.make_mesh()
@@ -440,7 +504,13 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   model = create_model(config, data.num_classes, method)
   k_init, k_train, k_dev = seed_keys(config)
   ckpt = Checkpointer(
-    workdir, config.keep_checkpoints, {'split_sha256': data.digest}
+    workdir,
+    config.keep_checkpoints,
+    {
+      'split_sha256': data.digest,
+      'steps_per_epoch': data.steps_per_epoch,
+      'config': resume.fingerprint(config),
+    },
   )
   init = make_init_fn(config, model, data, mesh)
   entry = make_stage_entry(config, model, method, data, k_init)
@@ -449,6 +519,8 @@ def _train_and_evaluate(config, workdir: str) -> dict:
       restore_or_init_state(ckpt, init, k_init, data.digest, pretrained, entry)
     )
   start_step = step_of(state)
+  if start_step:  # the restore may have fallen back past the one checked
+    resume.check_checkpoint(config, ckpt, start_step)
   stage2_step = config.stage2_epoch * data.steps_per_epoch
   meta_start = meta_start_step(method, stage2_step)
   samplers = tuple(
@@ -497,9 +569,9 @@ def _log_first_step(metrics, started) -> None:
   )
 
 
-def _stop_preempted(state, ckpt, writer, signum) -> None:
+def _stop_preempted(state, ckpt, writer, signum, config, spe) -> None:
   """Checkpoints ``state``, flushes the logs and raises ``Preempted``."""
-  check_finite(state, ckpt)
+  check_finite(state, ckpt, config, spe)
   ckpt.save(state)
   ckpt.close()
   if writer:

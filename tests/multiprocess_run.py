@@ -71,8 +71,9 @@ def mock_tfds(sizes, num_classes):
       }
     )
 
-  tfds.core.DatasetBuilder.is_prepared = lambda _: True
-  return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+  from tests import fake_tfds  # noqa: PLC0415
+
+  return fake_tfds.mock_data(as_dataset)
 
 
 def main(spec, process_id, num_processes, port):

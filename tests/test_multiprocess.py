@@ -168,6 +168,7 @@ def tfds_spec(workdir, record):
       'data.dev_per_class': 1,
       'lr_boundaries': [],
       'checkpoint_every_steps': 100,
+      'data.tfds_data_dir': str(workdir.parent / 'tfds'),
     },  # fmt: skip
     'tfds': {
       'sizes': {'train': 1100, 'validation': 1000, 'test': 130},
@@ -192,7 +193,10 @@ def test_two_processes_read_their_own_shards_of_a_large_dataset(tmp_path):
     (workdir / 'record').mkdir(parents=True)
   run(tfds_spec(one / 'run', one / 'record'), 1)
   run(tfds_spec(two / 'run', two / 'record'), 2)
-  assert_close_states(one / 'run', two / 'run')
+  # Four steps, two of them meta steps, which amplify the rounding more: on
+  # a 2-CPU AMD EPYC a bias differed by 1.3e-4 (2026-12-05). What each
+  # process read is compared exactly below, from the batches' records.
+  assert_close_states(one / 'run', two / 'run', tol=1e-3)
 
   single = by_step(one / 'record' / 'p0.jsonl')
   p0, p1 = (by_step(two / 'record' / f'p{i}.jsonl') for i in (0, 1))

@@ -187,8 +187,8 @@ def test_workdir_of_another_config_is_refused(full_run, cifar_prefix_npz):
     workdir, cifar_prefix_npz.parent, '--config.seed=3', check=False
   )
   assert proc.returncode != 0
-  assert "fields ['seed'] differ" in proc.stderr
-  assert 'holds a run of a different config' in proc.stderr
+  assert 'holds a run of another config: the checkpoint at step' in proc.stderr
+  assert 'was trained with seed 0 -> 3. At a checkpoint of stage 2' in proc.stderr
 
 
 def test_own_npz_files_as_readme_shows(tmp_path):
