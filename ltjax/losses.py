@@ -71,6 +71,17 @@ def focal_loss(
   return _weighted(losses, labels, class_weights)
 
 
+def positive_counts(class_counts, who: str) -> np.ndarray:
+  """``class_counts`` as float64, refused unless 1-D and positive (``who``
+  names the function in the error)."""
+  counts = np.asarray(class_counts, dtype=np.float64)
+  if counts.ndim != 1 or np.any(counts <= 0):
+    raise ValueError(
+      f'{who} needs a 1-D array of positive class counts, got {counts}.'
+    )
+  return counts
+
+
 def ldam_margins(class_counts, max_margin: float = 0.5) -> np.ndarray:
   """LDAM margins ``Delta_y ∝ n_y^{-1/4}``, the largest equal to ``max_margin``.
 
@@ -81,11 +92,7 @@ def ldam_margins(class_counts, max_margin: float = 0.5) -> np.ndarray:
   Returns:
     ``[num_classes]`` float64 margins.
   """
-  counts = np.asarray(class_counts, dtype=np.float64)
-  if counts.ndim != 1 or np.any(counts <= 0):
-    raise ValueError(
-      f'ldam_margins needs a 1-D array of positive class counts, got {counts}.'
-    )
+  counts = positive_counts(class_counts, 'ldam_margins')
   margins = counts**-0.25
   return margins * (max_margin / margins.max())
 
@@ -125,12 +132,7 @@ def ldam_loss(
 
 def log_class_prior(class_counts) -> np.ndarray:
   """``log π_y = log(n_y / Σ_c n_c)``, float64, from positive class counts."""
-  counts = np.asarray(class_counts, dtype=np.float64)
-  if counts.ndim != 1 or np.any(counts <= 0):
-    raise ValueError(
-      f'log_class_prior needs a 1-D array of positive class counts, got '
-      f'{counts}.'
-    )
+  counts = positive_counts(class_counts, 'log_class_prior')
   return np.log(counts / counts.sum())
 
 
@@ -182,11 +184,6 @@ def balanced_softmax_loss(
   Returns:
     ``[batch]`` losses.
   """
-  counts = np.asarray(class_counts, dtype=np.float64)
-  if counts.ndim != 1 or np.any(counts <= 0):
-    raise ValueError(
-      'balanced_softmax_loss needs a 1-D array of positive class counts, '
-      f'got {counts}.'
-    )
+  counts = positive_counts(class_counts, 'balanced_softmax_loss')
   shift = jnp.asarray(np.log(counts), logits.dtype)
   return softmax_cross_entropy(logits + shift, labels, class_weights)
