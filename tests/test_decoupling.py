@@ -18,7 +18,7 @@ from ltjax import evaluate, methods, train, train_step
 from ltjax.checkpoint import load_numpy
 from ltjax.data import device_pipeline
 from tests.test_methods import COUNTS, assert_trees_close, enter, setup
-from tests.test_seeds import cifar10_config
+from tests.test_seeds import tiny_config
 
 LOGITS = np.array(
   [
@@ -251,21 +251,7 @@ NEW_METHODS = ('crt', 'lws', 'tau_norm', 'la_posthoc', 'la', 'bs', 'ours_la')
 
 
 def array_config(data_dir, method):
-  rng = np.random.default_rng(0)
-  path = data_dir / 'train.npz'
-  if not path.exists():
-    labels = np.arange(300) % 6
-    images = rng.integers(0, 256, (300, 8, 8, 3), np.uint8)
-    np.savez(path, image=images, label=labels)
-  config = cifar10_config(f'method={method},source=npz')
-  config.num_classes = 6
-  config.model = 'tiny'
-  config.data.dir = str(data_dir)
-  config.data.train_file = 'train.npz'
-  config.data.test_per_class = 5
-  config.data.imbalance = 5.0
-  config.batch_size = config.dev_batch_size = 16
-  config.eval_batch_size = 30
+  config = tiny_config(data_dir, method)
   config.num_epochs, config.stage2_epoch = 3, 2
   config.lr_boundaries = (2,)
   config.eval_every_epochs = 1

@@ -23,20 +23,29 @@ def cifar10_config(arg):
   return config_lib.from_file(REPO / 'configs' / 'cifar10_lt.py', arg)
 
 
-def tiny_setup(tmp_path, **overrides):
-  rng = np.random.default_rng(0)
-  labels = np.arange(300) % 6
-  images = rng.integers(0, 256, (300, 8, 8, 3), np.uint8)
-  np.savez(tmp_path / 'train.npz', image=images, label=labels)
-  config = cifar10_config('method=ours_ce,source=npz')
+def tiny_config(data_dir, method='ours_ce'):
+  """A tiny model on 300 generated 8x8 images of 6 classes (written to
+  ``data_dir/train.npz`` once), imbalance 5, batches of 16."""
+  path = data_dir / 'train.npz'
+  if not path.exists():
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 6
+    images = rng.integers(0, 256, (300, 8, 8, 3), np.uint8)
+    np.savez(path, image=images, label=labels)
+  config = cifar10_config(f'method={method},source=npz')
   config.num_classes = 6
   config.model = 'tiny'
-  config.data.dir = str(tmp_path)
+  config.data.dir = str(data_dir)
   config.data.train_file = 'train.npz'
   config.data.test_per_class = 5
   config.data.imbalance = 5.0
   config.batch_size = config.dev_batch_size = 16
   config.eval_batch_size = 30
+  return config
+
+
+def tiny_setup(tmp_path, **overrides):
+  config = tiny_config(tmp_path)
   for k, v in overrides.items():
     config[k] = v
   mesh = devices.make_mesh()
