@@ -157,13 +157,6 @@ def base_config(
   return c
 
 
-def tfds_cache_dir(data_config):
-  """``TfdsSource``'s ``cache_dir`` from ``config.data.cache_dir``."""
-  if data_config.cache_dir == 'off':
-    return ''
-  return data_config.cache_dir or None
-
-
 def large_config(dataset: str, method: str, **schedule):
   """:func:`base_config` with what iNaturalist, ImageNet-LT and Places-LT
   share: streamed 224 x 224 crops, no subsampling (the data is long-tailed

@@ -15,8 +15,8 @@ import os
 
 import numpy as np
 
-from ltjax import config_lib
 from ltjax import data as data_lib
+from ltjax.data import tfds_cache
 from ltjax.data.specs import SPECS
 
 ARRAY_DATASETS = {
@@ -82,7 +82,7 @@ def _load_full_splits(config):
     config.dataset,
     data_dir=cfg.tfds_data_dir or None,
     download=cfg.download,
-    cache_dir=config_lib.tfds_cache_dir(cfg),
+    cache_dir=tfds_cache.tfds_cache_dir(cfg),
   )
   train, test = source.arrays('train'), source.arrays('test')
   return train, test, None, source.num_classes

@@ -25,8 +25,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ltjax import config_lib, datasets, phases
-from ltjax.data import augment, device_pipeline
+from ltjax import datasets, phases
+from ltjax.data import augment, device_pipeline, tfds_cache
 
 
 def _pad_to(arr, size):
@@ -137,7 +137,7 @@ class HostInput:
         places_lt_dir=cfg.places_lt_dir or None,
         download=cfg.download,
         dev_per_class=cfg.dev_per_class,
-        cache_dir=config_lib.tfds_cache_dir(cfg),
+        cache_dir=tfds_cache.tfds_cache_dir(cfg),
       )
     spec = source.spec
     with phases.phase('read the labels', self.phases):

@@ -27,6 +27,14 @@ def default_cache_dir() -> str:
   return os.path.join(base, 'ltjax')
 
 
+def tfds_cache_dir(data_config):
+  """``TfdsSource``'s ``cache_dir`` from ``config.data.cache_dir`` (``''``
+  when it is ``'off'``, None for the default)."""
+  if data_config.cache_dir == 'off':
+    return ''
+  return data_config.cache_dir or None
+
+
 def split_fingerprint(builder, tfds_split: str) -> str | None:
   """sha256 of a prepared split's identity: the dataset's name and version
   and each file's name, size and modification time. None when the split has

@@ -1,0 +1,66 @@
+"""The package's import graph has no circle: any module imports first."""
+
+import ast
+import pathlib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def module_graph(package: str) -> dict[str, set[str]]:
+  """``{module: modules it imports at module level}`` within ``package``.
+
+  ``from pkg import name`` counts as importing ``pkg.name`` when that is a
+  module, else ``pkg``; a package's ``__init__`` is not counted as a
+  dependency of its own submodules (Python has it in ``sys.modules``
+  before they run).
+  """
+  root = REPO / package
+  files = {}
+  for f in root.rglob('*.py'):
+    parts = f.relative_to(REPO).with_suffix('').parts
+    files['.'.join(parts[:-1] if parts[-1] == '__init__' else parts)] = f
+  graph = {}
+  for name, f in files.items():
+    deps = set()
+    for node in ast.parse(f.read_text()).body:
+      if isinstance(node, ast.Import):
+        deps |= {a.name for a in node.names}
+      elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        subs = {f'{node.module}.{a.name}' for a in node.names}
+        deps |= (subs & files.keys()) or {node.module}
+    graph[name] = {
+      d for d in deps
+      if d in files and d != name and not name.startswith(d + '.')
+    }  # fmt: skip
+  return graph
+
+
+def cycles(graph) -> list[list[str]]:
+  found, state = [], {}
+
+  def visit(node, stack):
+    state[node] = 'open'
+    stack.append(node)
+    for dep in sorted(graph[node]):
+      if state.get(dep) == 'open':
+        found.append(stack[stack.index(dep):] + [dep])
+      elif dep not in state:
+        visit(dep, stack)
+    stack.pop()
+    state[node] = 'done'
+
+  for node in sorted(graph):
+    if node not in state:
+      visit(node, [])
+  return found
+
+
+def test_the_finder_finds_a_circle():
+  assert cycles({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == [['a', 'b', 'c', 'a']]
+  assert cycles({'a': {'b'}, 'b': set()}) == []
+
+
+def test_ltjax_has_no_circle_of_imports():
+  graph = module_graph('ltjax')
+  assert 'ltjax.config_lib' in graph and len(graph) > 30
+  assert cycles(graph) == []
