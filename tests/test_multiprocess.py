@@ -13,6 +13,7 @@ from collections import Counter
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from ltjax.checkpoint import load_numpy
@@ -52,7 +53,7 @@ def run(spec, num_processes, devices=1, timeout=600):
 
 
 def assert_close_states(dir_a, dir_b, tol=1e-4):
-  """The same parameters and statistics within float32 rounding.
+  """The same state (every field) within float32 rounding.
 
   The runs reduce the batch in another order (and over gloo): after one
   step they agree to about 1e-6 of each leaf's scale, and SGD amplifies the
@@ -63,11 +64,17 @@ def assert_close_states(dir_a, dir_b, tol=1e-4):
   """
   (step_a, a), (step_b, b) = load_numpy(dir_a), load_numpy(dir_b)
   assert step_a == step_b
-  for key in ('params', 'batch_stats'):
-    leaves = zip(jax.tree.leaves(a[key]), jax.tree.leaves(b[key]), strict=True)
-    for x, y in leaves:
-      scale = max(1.0, float(np.abs(x).max()))
-      assert np.abs(x - y).max() <= tol * scale, (key, x.shape)
+  # Every field of the state: parameters, BatchNorm statistics, the
+  # optimizer's momenta, ε's statistics, the step and the non-finite flag.
+  flat_a, flat_b = (ocp.tree.to_flat_dict(t, sep='/') for t in (a, b))
+  assert flat_a.keys() == flat_b.keys()
+  for key, x in flat_a.items():
+    x, y = np.asarray(x), np.asarray(flat_b[key])
+    if not np.issubdtype(x.dtype, np.floating):
+      np.testing.assert_array_equal(x, y, err_msg=key)
+      continue
+    scale = max(1.0, float(np.abs(x).max()))
+    assert np.abs(x - y).max() <= tol * scale, (key, x.shape)
 
 
 def assert_written_once(workdir, steps, evals):
@@ -130,8 +137,9 @@ def test_two_processes_train_arrays_as_one_and_resume(npz_dir, tmp_path):
     assert results['steps'] == 12
     assert_counted_once(results, 70)
   assert_written_once(two, 12, 2)
-  # One checkpoint folder per save (steps 4, 8 and the last), written once.
-  assert sorted(os.listdir(two / 'checkpoints')) == ['12', '4', '8']
+  # One checkpoint folder per save (steps 4, 8, the last, and 6, where
+  # stage 2 starts), written once.
+  assert sorted(os.listdir(two / 'checkpoints')) == ['12', '4', '6', '8']
   final = load_numpy(two)[1]
 
   # Both processes resume from the checkpoint at step 8 and end as before.
