@@ -29,7 +29,7 @@ import os
 import jax
 from absl import logging
 
-from ltjax import methods
+from ltjax import files, methods
 from ltjax.checkpoint import Checkpointer
 
 # Fields that may change between a run and its resumption (the data may
@@ -252,8 +252,6 @@ def check_workdir(config, workdir) -> None:
 
 
 def write_record(path, record: dict) -> None:
-  # Through a rename: the other processes of a run may read the file while
-  # it is written and must never see half of it.
-  with open(path + '.tmp', 'w') as f:
-    json.dump(record, f, indent=2, sort_keys=True)
-  os.replace(path + '.tmp', path)
+  # Whole or not at all: the other processes of a run may read the file
+  # while it is written.
+  files.write_text(path, json.dumps(record, indent=2, sort_keys=True))

@@ -23,7 +23,7 @@ import numpy as np
 import tensorboardX
 from absl import logging
 
-from ltjax import evaluate
+from ltjax import evaluate, files
 
 
 def _unused_suffix(logdir) -> str:
@@ -54,9 +54,7 @@ class MetricWriter:
     self.path = os.path.join(workdir, 'metrics.jsonl')
     if os.path.exists(self.path):
       keep = [r for r in read_jsonl(self.path) if r['step'] <= resume_step]
-      with open(self.path + '.tmp', 'w') as f:
-        f.writelines(json.dumps(r) + '\n' for r in keep)
-      os.replace(self.path + '.tmp', self.path)
+      files.write_text(self.path, ''.join(json.dumps(r) + '\n' for r in keep))
     self._jsonl = open(self.path, 'a')  # noqa: SIM115
     logdir = os.path.join(workdir, 'tensorboard')
     # tensorboardX queues events for a background thread, so flush() after
@@ -123,10 +121,10 @@ def read_evals(workdir, start_step) -> list[list[dict]]:
 
 
 def write_evals(workdir, evals) -> None:
-  path = os.path.join(workdir, 'evals.jsonl')
-  with open(path + '.tmp', 'w') as f:
-    f.writelines(json.dumps(evaluate.eval_row(r)) + '\n' for r in evals)
-  os.replace(path + '.tmp', path)
+  files.write_text(
+    os.path.join(workdir, 'evals.jsonl'),
+    ''.join(json.dumps(evaluate.eval_row(r)) + '\n' for r in evals),
+  )
 
 
 class Progress:

@@ -36,6 +36,7 @@ from ltjax import (
   devices,
   evaluate,
   figures,
+  files,
   inputs,
   methods,
   models,
@@ -383,8 +384,9 @@ def final_results(config, data, evals, state, run=None) -> dict:
 
 
 def write_results(workdir, results) -> None:
-  with open(os.path.join(workdir, 'results.json'), 'w') as f:
-    json.dump(results, f, indent=2)
+  files.write_text(
+    os.path.join(workdir, 'results.json'), json.dumps(results, indent=2)
+  )
   written = figures.write_figures(results, workdir)
   for i, r in enumerate(results.get('seeds') or [results]):
     logging.info(

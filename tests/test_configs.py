@@ -154,22 +154,25 @@ def test_dataset_config_trains_both_stages_on_mock_data(
   assert saved['last'] == results['last']
 
 
-def test_workdir_config_is_never_seen_half_written(tmp_path, monkeypatch):
-  # Other processes of a run read config.json while process 0 writes it: a
-  # write that dies midway must leave no file, not a truncated one.
-  from ltjax import resume
+def test_a_record_is_never_seen_half_written(tmp_path, monkeypatch):
+  # Other processes of a run read config.json while process 0 writes it,
+  # and a kill can come mid-write: a write that dies midway leaves the
+  # previous file (or none) and no temporary one.
+  from ltjax import files, resume
 
   config = load_config('cifar10_lt.py', 'method=ce')
   path = str(tmp_path / 'config.json')
-
-  def dies_midway(obj, f, **kwargs):
-    f.write('{"batch_size": ')
-    raise KeyboardInterrupt
-
-  monkeypatch.setattr(json, 'dump', dies_midway)
   with pytest.raises(KeyboardInterrupt):
-    resume.write_record(path, resume.as_json(config))
-  assert not (tmp_path / 'config.json').exists()
-  monkeypatch.undo()
+    with files.atomic_file(path) as tmp, open(tmp, 'w') as f:
+      f.write('{"batch_size": ')
+      raise KeyboardInterrupt
+  assert list(tmp_path.iterdir()) == []
   resume.write_record(path, resume.as_json(config))
   assert resume.read_record(tmp_path) == resume.as_json(config)
+  (tmp_path / 'other').write_text('old')
+  with pytest.raises(KeyboardInterrupt):
+    with files.atomic_file(str(tmp_path / 'other')) as tmp:
+      pathlib.Path(tmp).write_text('half')
+      raise KeyboardInterrupt
+  assert (tmp_path / 'other').read_text() == 'old'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['config.json', 'other']

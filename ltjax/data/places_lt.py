@@ -18,7 +18,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from ltjax.data import tfds_cache
+from ltjax import files
 
 PLACES_LT_LISTS = {
   'train': 'Places_LT_train.txt',
@@ -103,7 +103,7 @@ def write_copy(ds, kept, path, features) -> None:
     return ex
 
   ds = ds.enumerate().filter(listed).map(example)
-  with tfds_cache.atomic_file(path) as tmp:
+  with files.atomic_file(path) as tmp:
     with tf.io.TFRecordWriter(tmp) as writer:
       for ex in ds.as_numpy_iterator():
         ex = {**ex, 'image': io.BytesIO(ex['image'])}  # stored bytes

@@ -4,18 +4,18 @@ Learning a tfds split's labels, or Places365's file names, reads every
 record's bytes; :class:`ltjax.data.tfds_sources.TfdsSource` keeps what it
 read in a cache folder (:func:`default_cache_dir`), keyed by
 :func:`split_fingerprint`, so a changed dataset is read again. Files appear
-through a rename (:func:`atomic_file`): a crash or a concurrent reader never
+through a rename (:func:`ltjax.files.atomic_file`): a crash or a concurrent reader never
 sees half of one. No TensorFlow here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import tempfile
 
 import numpy as np
+
+from ltjax.files import atomic_file
 
 
 def default_cache_dir() -> str:
@@ -56,28 +56,8 @@ def split_fingerprint(builder, tfds_split: str) -> str | None:
   return digest.hexdigest() if paths else None
 
 
-@contextlib.contextmanager
-def atomic_file(path: str):
-  """Yields a temporary path beside ``path``; on success it becomes
-  ``path`` (readable by the cache's other users: ``mkstemp`` makes 0600),
-  on an error it is removed."""
-  folder = os.path.dirname(path)
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix='.tmp')
-  os.close(fd)
-  try:
-    yield tmp
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def save(path: str, array: np.ndarray) -> None:
-  """``np.save`` (no pickle) through :func:`atomic_file`."""
+  """``np.save`` (no pickle) through :func:`ltjax.files.atomic_file`."""
   with atomic_file(path) as tmp:
     with open(tmp, 'wb') as f:
       np.save(f, array, allow_pickle=False)
