@@ -104,12 +104,13 @@ def load_pretrained(config, model):
   return variables
 
 
-def make_init_fn(config, model, data, mesh):
+def make_init_fn(config, model, data, mesh, optimizer=None):
   """``init(k_init, pretrained=None) -> TrainState`` (vmapped over seeds),
   jitted and replicated over ``mesh``; ``pretrained``
   (:func:`load_pretrained`) replaces the fresh variables it names, in every
   seed. It is an argument, not a closure, so the weights are not compiled
-  into the program as constants."""
+  into the program as constants. ``optimizer``: stage 1's
+  (:func:`ltjax.train_step.stage_optimizers`)."""
   init = functools.partial(
     train_step.init_state,
     model,
@@ -117,6 +118,7 @@ def make_init_fn(config, model, data, mesh):
     data.num_classes,
     data.image_shape,
     data.steps_per_epoch,
+    optimizer=optimizer,
   )
   if config.num_seeds > 1:
     init = jax.vmap(init, in_axes=(0, None))
@@ -172,14 +174,20 @@ def meta_start_step(method: methods.Method, stage2_step: int) -> int | None:
   return stage2_step if stage2.uses_dev else None
 
 
-def make_stage_steps(config, model, method, data) -> dict:
+def make_stage_steps(config, model, method, data, optimizers=None) -> dict:
   """``{1: step, 2: step}``: the jitted step of each stage (one shared
-  program where both stages do the same)."""
+  program where both stages do the same). ``optimizers``:
+  :func:`ltjax.train_step.stage_optimizers` (built here by default)."""
+  if optimizers is None:
+    optimizers = train_step.stage_optimizers(
+      method, config, data.steps_per_epoch
+    )
 
   def make(stage):
     update = train_step.make_update_fn(
-      stage, model, method, config, data.class_counts, data.steps_per_epoch
-    )
+      stage, model, method, config, data.class_counts, data.steps_per_epoch,
+      optimizers[stage],
+    )  # fmt: skip
     sampler = methods.STAGES[stage].sampler
     return train_step.make_train_step(update, data, config.num_seeds, sampler)
 
@@ -189,7 +197,7 @@ def make_stage_steps(config, model, method, data) -> dict:
   return steps
 
 
-def make_stage_entry(config, model, method, data, k_init):
+def make_stage_entry(config, model, method, data, k_init, optimizers):
   """``(step, enter)``: the jitted start of stage 2 when its stage changes
   the state's structure or re-initializes a part of the model (cRT, LWS:
   :func:`ltjax.stages.enter_stage`), else None. A re-initialized classifier
@@ -198,7 +206,7 @@ def make_stage_entry(config, model, method, data, k_init):
   if not spec.enters or method.stage1 == method.stage2:
     return None
   step = config.stage2_epoch * data.steps_per_epoch
-  optimizer, _ = train_step.stage_optimizer(spec, config, data.steps_per_epoch)
+  optimizer, _ = optimizers[method.stage2]
   image = jnp.zeros((1, *data.image_shape))
 
   def enter(state, key):
@@ -514,8 +522,11 @@ def _train_and_evaluate(config, workdir: str) -> dict:
       'config': resume.fingerprint(config),
     },
   )
-  init = make_init_fn(config, model, data, mesh)
-  entry = make_stage_entry(config, model, method, data, k_init)
+  optimizers = train_step.stage_optimizers(
+    method, config, data.steps_per_epoch
+  )
+  init = make_init_fn(config, model, data, mesh, optimizers[method.stage1][0])
+  entry = make_stage_entry(config, model, method, data, k_init, optimizers)
   with phases.phase('initialize or restore the state'):
     state = jax.block_until_ready(
       restore_or_init_state(ckpt, init, k_init, data.digest, pretrained, entry)
@@ -545,7 +556,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
     writer,
     posthoc=method.posthoc,
   )
-  steps = make_stage_steps(config, model, method, data)
+  steps = make_stage_steps(config, model, method, data, optimizers)
   state = train_loop(
     config, state, steps, feeds, data.steps_per_epoch, ckpt, writer,
     record_eval, entry,

@@ -89,6 +89,17 @@ def stage_optimizer(stage, config, steps_per_epoch: int):
   return make_optimizer(config, lr_fn), lr_fn
 
 
+def stage_optimizers(method, config, steps_per_epoch: int) -> dict:
+  """``{stage: (optimizer, lr_fn)}`` of both stages of ``method``
+  (:class:`ltjax.methods.Method`), each built once for all its users: the
+  state's initialization (stage 1), the stage's update, and the start of a
+  stage that re-initializes the optimizer (cRT, LWS)."""
+  return {
+    name: stage_optimizer(methods.STAGES[name], config, steps_per_epoch)
+    for name in dict.fromkeys((method.stage1, method.stage2))
+  }
+
+
 def make_optimizer(config, lr_fn) -> optax.GradientTransformation:
   """SGD with (Nesterov) momentum and PyTorch-style coupled weight decay."""
   return optax.chain(
@@ -98,19 +109,30 @@ def make_optimizer(config, lr_fn) -> optax.GradientTransformation:
 
 
 def init_state(
-  model, config, num_classes, image_shape, steps_per_epoch, key, pretrained=None
+  model,
+  config,
+  num_classes,
+  image_shape,
+  steps_per_epoch,
+  key,
+  pretrained=None,
+  optimizer=None,
 ) -> TrainState:
   """Fresh parameters, optimizer states and statistics.
 
   ``pretrained``: variables that replace the fresh ones they name (a
   converted torchvision ResNet, :mod:`ltjax.models.torch_import`; without
-  its head when that does not fit).
+  its head when that does not fit). ``optimizer``: stage 1's (the trainer
+  passes the one its stage-1 update uses); by default
+  :func:`stage_optimizer` of the method's stage 1.
   """
   k_model, k_vnet = jax.random.split(key)
   variables = model.init(k_model, jnp.zeros((1, *image_shape)), train=False)
   variables = torch_import.merge(variables, pretrained)
-  lr_fn = learning_rate_fn(config, steps_per_epoch)
-  opt_state = make_optimizer(config, lr_fn).init(variables['params'])
+  if optimizer is None:
+    stage1 = methods.STAGES[methods.get_method(config.method).stage1]
+    optimizer, _ = stage_optimizer(stage1, config, steps_per_epoch)
+  opt_state = optimizer.init(variables['params'])
   extra = {'vnet_params': {}, 'vnet_opt_state': {}}
   for stage in methods.get_method(config.method).stages:
     if stage.init_extra:
@@ -178,11 +200,20 @@ def apply_gradients(
 
 
 def make_update_fn(
-  stage: str, model, method, config, class_counts, steps_per_epoch
+  stage: str,
+  model,
+  method,
+  config,
+  class_counts,
+  steps_per_epoch,
+  optimizer=None,
 ):
   """``update(state, batch, dev_batch) -> (state, metrics)`` for one stage.
 
   Pure and jittable; ``dev_batch`` is ignored by the non-meta stages.
+  ``optimizer``: ``(optimizer, lr_fn)`` of the stage (the trainer builds
+  each stage's once, :func:`stage_optimizer`, and passes it to every user);
+  by default built here.
   """
   spec = methods.STAGES[stage]
   loss_fn = make_loss_fn(
@@ -191,7 +222,9 @@ def make_update_fn(
     train=spec.trains == 'all',
   )
   grad_fn = make_grad_fn(stage, loss_fn, config, class_counts)
-  optimizer, lr_fn = stage_optimizer(spec, config, steps_per_epoch)
+  if optimizer is None:
+    optimizer = stage_optimizer(spec, config, steps_per_epoch)
+  optimizer, lr_fn = optimizer
 
   def update(state: TrainState, batch, dev_batch):
     lr = lr_fn(state.step)
