@@ -92,6 +92,16 @@ def main(spec, process_id, num_processes, port):
     node[leaf] = tuple(value) if isinstance(value, list) else value
   if spec.get('record'):
     record_batches(spec['record'], process_id)
+  if spec.get('fault') == 'shard_read_twice':  # a negative control
+    from ltjax import inputs  # noqa: PLC0415
+
+    original = inputs.HostInput.__init__
+
+    def every_process_reads_shard_0(self, *args, **kwargs):
+      original(self, *args, **kwargs)
+      self._process = (0, self._process[1])
+
+    inputs.HostInput.__init__ = every_process_reads_shard_0
   if spec.get('tfds'):
     with mock_tfds(spec['tfds']['sizes'], spec['tfds']['num_classes']):
       train.train_and_evaluate(config, spec['workdir'])

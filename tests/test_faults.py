@@ -257,6 +257,15 @@ def test_empty_class_message_gives_a_fix_that_works(tmp_path):
 
 
 def test_watch_turns_a_signal_into_a_flag_and_a_second_one_acts_as_usual():
+  # "As usual": Python's own SIGINT handler, whatever an earlier test left.
+  saved = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    _watch_turns_a_signal_into_a_flag_and_a_second_one_acts_as_usual()
+  finally:
+    signal.signal(signal.SIGINT, saved)
+
+
+def _watch_turns_a_signal_into_a_flag_and_a_second_one_acts_as_usual():
   before = {s: signal.getsignal(s) for s in preemption.SIGNALS}
   with preemption.Watch() as watch:
     assert not watch.requested(0)

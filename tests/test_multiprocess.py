@@ -74,7 +74,10 @@ def assert_close_states(dir_a, dir_b, tol=1e-4):
       np.testing.assert_array_equal(x, y, err_msg=key)
       continue
     scale = max(1.0, float(np.abs(x).max()))
-    assert np.abs(x - y).max() <= tol * scale, (key, x.shape)
+    # The momenta are sums of gradients, which the meta step's second
+    # order amplifies most: 1.7e-3 where the parameters were 4e-4 apart.
+    allowed = tol * (10 if key.startswith('opt_state') else 1)
+    assert np.abs(x - y).max() <= allowed * scale, (key, x.shape)
 
 
 def assert_written_once(workdir, steps, evals):
@@ -202,9 +205,18 @@ def test_two_processes_read_their_own_shards_of_a_large_dataset(tmp_path):
   run(tfds_spec(one / 'run', one / 'record'), 1)
   run(tfds_spec(two / 'run', two / 'record'), 2)
   # Four steps, two of them meta steps, which amplify the rounding more: on
-  # a 2-CPU AMD EPYC a bias differed by 1.3e-4 (2026-12-05). What each
-  # process read is compared exactly below, from the batches' records.
+  # a 2-CPU AMD EPYC the parameters differed by up to 4e-4 of their scale
+  # (2026-12-05). What each process read is compared exactly below, from
+  # the batches' records.
   assert_close_states(one / 'run', two / 'run', tol=1e-3)
+  # The tolerance is no blanket: with one fault, both processes reading
+  # shard 0, the states differ by a median of 1e-2 of their scale (BatchNorm
+  # variances by 6e-2, the momenta by 4e-2, the class counts outright).
+  bad = tmp_path / 'bad'
+  (bad / 'record').mkdir(parents=True)
+  run({**tfds_spec(bad / 'run', bad / 'record'), 'fault': 'shard_read_twice'}, 2)
+  with pytest.raises(AssertionError):
+    assert_close_states(one / 'run', bad / 'run', tol=1e-3)
 
   single = by_step(one / 'record' / 'p0.jsonl')
   p0, p1 = (by_step(two / 'record' / f'p{i}.jsonl') for i in (0, 1))

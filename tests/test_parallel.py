@@ -96,7 +96,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
   bad = int(
     proc.stderr.split('non-finite training loss or parameters at step ')[
       1
-    ].split(';')[0]
+    ].split(' ')[0]
   )
   step, state = load_numpy(tmp_path)
   assert step == bad  # the checkpoint of the state before the bad update

@@ -15,7 +15,7 @@ import zipfile
 
 import numpy as np
 
-from ltjax.data.longtail import check_no_empty_class
+from ltjax.data.longtail import empty_class_message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,10 +135,13 @@ def balanced_holdout(labels, num_classes: int, per_class: int, seed: int = 0):
   """
   labels = np.asarray(labels)
   counts = np.bincount(labels, minlength=num_classes)
-  if per_class > 0:
-    check_no_empty_class(counts, 'the labels of the pool')
   if per_class < 0 or counts.min() < per_class:
     c = int(np.argmin(counts))
+    if counts[c] == 0:
+      raise ValueError(
+        f'a holdout of {per_class} per class is impossible: '
+        + empty_class_message(counts, 'the labels')
+      )
     raise ValueError(
       f'a holdout of {per_class} per class is impossible: class {c} has '
       f'{counts[c]} examples; use at most {counts.min()}.'

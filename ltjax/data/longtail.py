@@ -140,21 +140,29 @@ def largest_imbalance(n_max: float, num_classes: int, profile: str) -> int:
   return imbalance
 
 
-def check_no_empty_class(counts, where: str) -> None:
-  """Refuses class counts with an empty class: no subset, dev or test set
-  can hold what is not there, so the fix is in the data or ``num_classes``,
-  not in the sizes asked for."""
+def empty_class_message(counts, where: str) -> str | None:
+  """What to say of class counts with an empty class (None: there is
+  none): no subset, dev or test set can hold what is not there, so the fix
+  is in the data or ``num_classes``, not in the sizes asked for."""
   counts = np.asarray(counts)
   empty = np.flatnonzero(counts == 0)
-  if empty.size:
-    present = np.flatnonzero(counts)
-    raise ValueError(
-      f'class {empty[0]} has no examples in {where} ({empty.size} of '
-      f'{counts.size} classes are empty; the labels present run '
-      f'{present.min() if present.size else "-"}..'
-      f'{present.max() if present.size else "-"}). Set num_classes to the '
-      f"data's number of classes, or use data with examples of every class."
-    )
+  if not empty.size:
+    return None
+  present = np.flatnonzero(counts)
+  return (
+    f'class {empty[0]} has no examples in {where} ({empty.size} of '
+    f'{counts.size} classes are empty; the labels present run '
+    f'{present.min() if present.size else "-"}..'
+    f'{present.max() if present.size else "-"}). Set num_classes to the '
+    f"data's number of classes, or use data with examples of every class."
+  )
+
+
+def check_no_empty_class(counts, where: str) -> None:
+  """Refuses class counts with an empty class (:func:`empty_class_message`)."""
+  message = empty_class_message(counts, where)
+  if message:
+    raise ValueError(message)
 
 
 def long_tail_split(
