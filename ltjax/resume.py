@@ -25,11 +25,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import types
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from absl import logging
 
-from ltjax import files, methods
+from ltjax import files, methods, train_step
 from ltjax.checkpoint import Checkpointer
 
 # Fields that may change between a run and its resumption (the data may
@@ -82,15 +85,11 @@ def fingerprint(config) -> dict:
 
 def epoch_rates(fields: dict, epochs: int) -> list[float]:
   """The step schedule's learning rate in each of the first ``epochs``
-  epochs (:func:`ltjax.train_step.learning_rate_fn`, per epoch)."""
-  rates = []
-  for epoch in range(epochs):
-    passed = sum(epoch >= b for b in fields['lr_boundaries'])
-    rate = fields['learning_rate'] * fields['lr_decay'] ** passed
-    if fields['warmup_epochs']:
-      rate *= min((epoch + 1) / fields['warmup_epochs'], 1.0)
-    rates.append(rate)
-  return rates
+  epochs: :func:`ltjax.train_step.learning_rate_fn` itself, at one step
+  per epoch, of the schedule's fields in ``fields`` (a flat config)."""
+  schedule = types.SimpleNamespace(**{k: fields[k] for k in SCHEDULE_FIELDS})
+  lr = train_step.learning_rate_fn(schedule, 1)
+  return np.asarray(jax.vmap(lr)(jnp.arange(epochs))).tolist()
 
 
 def _stage1(method_name: str):

@@ -279,14 +279,15 @@ def check_finite(state, ckpt: Checkpointer, config, spe: int) -> None:
     raise FloatingPointError(nonfinite_advice(bad, ckpt, config, spe))
 
 
-def stage_rates(config, stage: str, epoch: int) -> str:
+def stage_rates(config, stage: str, step: int, spe: int) -> str:
   """``'eps_lr=10000, the learning rate 0.001 (...)'``: what sets the step
-  size of ``stage`` at ``epoch``: its learning rate and its own rates (its
+  size of ``stage`` at ``step``: its learning rate and its own rates (its
   hyperparameters named ``*_lr``)."""
   spec = methods.STAGES[stage]
   own = [f'{k}={config[k]:g}' for k in spec.hyperparameters if k.endswith('_lr')]
   if spec.lr == 'schedule':
-    lr = resume.epoch_rates(config, epoch + 1)[-1]
+    lr = float(train_step.learning_rate_fn(config, spe)(step))
+    epoch = step // spe
     passed = sum(epoch >= b for b in config.lr_boundaries)
     own.append(
       f'the learning rate {lr:g} (learning_rate × lr_decay^{passed}'
@@ -308,7 +309,7 @@ def nonfinite_advice(bad: int, ckpt: Checkpointer, config, spe: int) -> str:
   head = (
     f'non-finite training loss or parameters at step {bad} (epoch '
     f'{bad // spe}, stage {stage}: {name}); stopped. Its rates: '
-    f'{stage_rates(config, name, bad // spe)}.'
+    f'{stage_rates(config, name, bad, spe)}.'
   )
   steps = ckpt.all_steps()
   if stage == 2 and method.stage2 != method.stage1:

@@ -82,12 +82,13 @@ def test_at_a_stage_2_checkpoint_only_the_resumable_fields_may_change():
 
 
 def test_epoch_rates_follow_the_step_schedule():
-  # learning_rate_fn per epoch, written out: warm-up, then drops.
+  # The trainer's float32 schedule per epoch, against the closed form
+  # written out: warm-up, then drops.
   fields = {'learning_rate': 0.1, 'lr_decay': 0.01, 'lr_boundaries': [3, 5],
             'warmup_epochs': 2}  # fmt: skip
   rates = resume.epoch_rates(fields, 7)
   want = [0.05, 0.1, 0.1, 1e-3, 1e-3, 1e-5, 1e-5]
-  assert rates == pytest.approx(want, rel=1e-12)
+  assert rates == pytest.approx(want, rel=1e-6)
 
 
 def test_the_refusal_names_the_fields_and_what_may_change(tmp_path):
