@@ -206,14 +206,14 @@ def make_update_fn(
   config,
   class_counts,
   steps_per_epoch,
-  optimizer=None,
+  optimizer_and_lr=None,
 ):
   """``update(state, batch, dev_batch) -> (state, metrics)`` for one stage.
 
   Pure and jittable; ``dev_batch`` is ignored by the non-meta stages.
-  ``optimizer``: ``(optimizer, lr_fn)`` of the stage (the trainer builds
-  each stage's once, :func:`stage_optimizer`, and passes it to every user);
-  by default built here.
+  ``optimizer_and_lr``: ``(optimizer, lr_fn)`` of the stage (the trainer
+  builds each stage's once, :func:`stage_optimizers`, and passes it to
+  every user); by default built here.
   """
   spec = methods.STAGES[stage]
   loss_fn = make_loss_fn(
@@ -222,9 +222,9 @@ def make_update_fn(
     train=spec.trains == 'all',
   )
   grad_fn = make_grad_fn(stage, loss_fn, config, class_counts)
-  if optimizer is None:
-    optimizer = stage_optimizer(spec, config, steps_per_epoch)
-  optimizer, lr_fn = optimizer
+  if optimizer_and_lr is None:
+    optimizer_and_lr = stage_optimizer(spec, config, steps_per_epoch)
+  optimizer, lr_fn = optimizer_and_lr
 
   def update(state: TrainState, batch, dev_batch):
     lr = lr_fn(state.step)
