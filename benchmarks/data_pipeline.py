@@ -19,6 +19,10 @@ the random crop window, resize, flip, normalize, batch) and
 center crop, normalize, pad). The records come from memory, so this measures
 the CPU cost of decoding and augmentation, not disk reads. Prints a Markdown
 table with the machine and the date.
+
+The stand-in datasets (:mod:`benchmarks.standin`,
+:mod:`benchmarks.standin_places`) and the tfds tests build theirs from
+:func:`synthetic_jpegs` and :func:`write_prepared`.
 """
 
 from __future__ import annotations
@@ -46,6 +50,46 @@ def synthetic_jpegs(num_images: int, side: int, seed: int = 0):
     image = tf.cast(tf.clip_by_value(image, 0, 255), tf.uint8)
     out.append(tf.io.encode_jpeg(image, quality=90).numpy())
   return out
+
+
+def write_prepared(data_dir, name, splits, num_shards=2) -> None:
+  """Writes prepared tfds data of builder ``name`` into ``data_dir``.
+
+  ``splits``: ``{split: (num_examples, example_fn)}`` with ``example_fn(i)``
+  the i-th example as a dict of the builder's features; records are
+  serialized by the builder's own feature spec (real TFRecord shards and
+  metadata, read by tfds's real reader).
+  """
+  import tensorflow as tf
+  import tensorflow_datasets as tfds
+
+  builder = tfds.builder(name, data_dir=os.fspath(data_dir), try_gcs=False)
+  os.makedirs(builder.data_dir)
+  infos = []
+  for split, (count, example_fn) in splits.items():
+    template = tfds.core.ShardedFileTemplate(
+      data_dir=builder.data_dir,
+      template='{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}',
+      dataset_name=name,
+      split=split,
+      filetype_suffix='tfrecord',
+    )
+    shards = np.array_split(np.arange(count), min(num_shards, max(count, 1)))
+    for k, idx in enumerate(shards):
+      path = template.sharded_filepath(shard_index=k, num_shards=len(shards))
+      with tf.io.TFRecordWriter(os.fspath(path)) as w:
+        for i in idx:
+          w.write(builder.info.features.serialize_example(example_fn(i)))
+    infos.append(
+      tfds.core.SplitInfo(
+        name=split,
+        shard_lengths=[len(i) for i in shards],
+        num_bytes=0,
+        filename_template=template,
+      )
+    )
+  builder.info.set_splits(tfds.core.SplitDict(infos))
+  builder.info.write_to_directory(builder.data_dir)
 
 
 def _time(batches, steps: int, warmup: int, batch_size: int) -> float:

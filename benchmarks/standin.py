@@ -51,6 +51,7 @@ import time
 import numpy as np
 
 from benchmarks import cli, machine
+from benchmarks.data_pipeline import synthetic_jpegs, write_prepared
 
 NAME = 'i_naturalist2018'
 NUM_CLASSES, NUM_TRAIN, NUM_VAL_PER_CLASS = 8142, 437_513, 3
@@ -82,50 +83,8 @@ def class_counts(scale: float = 1.0) -> np.ndarray:
   return out
 
 
-def write_prepared(data_dir, name, splits, num_shards=2) -> None:
-  """Writes prepared tfds data of builder ``name`` into ``data_dir``.
-
-  ``splits``: ``{split: (num_examples, example_fn)}`` with ``example_fn(i)``
-  the i-th example as a dict of the builder's features; records are
-  serialized by the builder's own feature spec (real TFRecord shards and
-  metadata, read by tfds's real reader).
-  """
-  import tensorflow as tf
-  import tensorflow_datasets as tfds
-
-  builder = tfds.builder(name, data_dir=os.fspath(data_dir), try_gcs=False)
-  os.makedirs(builder.data_dir)
-  infos = []
-  for split, (count, example_fn) in splits.items():
-    template = tfds.core.ShardedFileTemplate(
-      data_dir=builder.data_dir,
-      template='{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}',
-      dataset_name=name,
-      split=split,
-      filetype_suffix='tfrecord',
-    )
-    shards = np.array_split(np.arange(count), min(num_shards, max(count, 1)))
-    for k, idx in enumerate(shards):
-      path = template.sharded_filepath(shard_index=k, num_shards=len(shards))
-      with tf.io.TFRecordWriter(os.fspath(path)) as w:
-        for i in idx:
-          w.write(builder.info.features.serialize_example(example_fn(i)))
-    infos.append(
-      tfds.core.SplitInfo(
-        name=split,
-        shard_lengths=[len(i) for i in shards],
-        num_bytes=0,
-        filename_template=template,
-      )
-    )
-  builder.info.set_splits(tfds.core.SplitDict(infos))
-  builder.info.write_to_directory(builder.data_dir)
-
-
 def write_standin(data_dir, scale: float, side: int, seed: int = 0) -> dict:
   """The stand-in at ``scale`` in ``data_dir``; its split sizes."""
-  from benchmarks.data_pipeline import synthetic_jpegs
-
   counts = class_counts(scale)
   # Records in a shuffled class order, as a prepared dataset holds them.
   rng = np.random.default_rng(seed)

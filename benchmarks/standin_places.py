@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from benchmarks import cli, machine
-from benchmarks.standin import write_prepared
+from benchmarks.data_pipeline import synthetic_jpegs, write_prepared
 
 PLACES_TRAIN, PLACES_VAL = 1_803_460, 36_500  # Places365-Standard
 PLACES_LT = {'train': 62_500, 'val': 7_300, 'test': 36_500}
@@ -31,8 +31,6 @@ def write_places(root, side: int, seed: int = 0) -> tuple:
   """A places365_small stand-in of the real split sizes, and Places-LT
   lists over it: train 62,500 (a long tail over 365 classes), val 20 and
   test 100 per class. ``(data_dir, lists_dir)``."""
-  from benchmarks.data_pipeline import synthetic_jpegs
-
   data_dir, lists = os.path.join(root, 'tfds'), os.path.join(root, 'lists')
   if os.path.isdir(os.path.join(data_dir, 'places365_small')):
     return data_dir, lists

@@ -1,4 +1,4 @@
-"""benchmarks/reproduce.py: a two-run grid on the tiny model, end to end."""
+"""experiments/reproduce.py: a two-run grid on the tiny model, end to end."""
 
 import json
 
@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from benchmarks import cli, reproduce
+from benchmarks import cli
+from experiments import reproduce, results_md
 from ltjax import train
 from ltjax.checkpoint import load_numpy
 
@@ -115,8 +116,6 @@ def _summary(method, num_seeds, seed, errors, overrides=None):
 
 
 def test_seeds_of_separate_runs_are_pooled_and_paired_by_seed():
-  from benchmarks import results_md
-
   runs = [
     _summary('cb_finetune', 2, 0, [60.0, 62.0]),  # vectorized 0.0 and 0.1
     _summary('cb_finetune', 1, 0, [64.0]),
@@ -135,8 +134,6 @@ def test_seeds_of_separate_runs_are_pooled_and_paired_by_seed():
 
 
 def test_seeds_whose_stage_1_ran_on_different_processors_are_not_paired():
-  from benchmarks import results_md
-
   def on(summary, processor):
     return dict(summary, machine=f'2026-12-03 09:10 UTC; {processor}')
 
@@ -165,7 +162,7 @@ def test_paper_table_matches_the_config_docstring():
     for line in module.__doc__.splitlines()
     if line.split() and line.split()[0] in module.PAPER_TEST_ERROR
   }
-  for method, by_imb in reproduce.paper_errors().items():
+  for method, by_imb in results_md.paper_errors().items():
     want = [None if v == '-' else float(v) for v in rows[method]]
     assert list(by_imb.values()) == want, method
 

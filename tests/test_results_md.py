@@ -8,7 +8,7 @@ import statistics
 import numpy as np
 import pytest
 
-from benchmarks import results_md
+from experiments import results_md
 from ltjax import evaluate
 
 XEON, EPYC = 'Intel Xeon, 2 CPUs', 'AMD EPYC, 2 CPUs'

@@ -17,14 +17,14 @@ import pytest
 tf = pytest.importorskip('tensorflow')
 tfds = pytest.importorskip('tensorflow_datasets')
 
-from benchmarks import standin  # noqa: E402
+from benchmarks import data_pipeline  # noqa: E402
 from ltjax.data import tf_pipeline  # noqa: E402
 from ltjax.data import tfds_sources as ts  # noqa: E402
 
 
 def write_prepared(data_dir, name, splits, num_shards=2):
   """Writes ``splits`` ({split: [example dict]}) as prepared tfds data."""
-  standin.write_prepared(
+  data_pipeline.write_prepared(
     data_dir,
     name,
     {split: (len(ex), ex.__getitem__) for split, ex in splits.items()},

@@ -1,6 +1,6 @@
 """The runs behind RESULTS.md: each a method, an imbalance, a seed, overrides.
 
-:mod:`benchmarks.reproduce` trains them in the order of :data:`GRIDS`;
+:mod:`experiments.reproduce` trains them in the order of :data:`GRIDS`;
 ``Run.name`` names each one's workdir and its summary
 ``results/imb<IF>/<name>.json``.
 """

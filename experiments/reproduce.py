@@ -2,11 +2,11 @@ r"""CIFAR-10-LT on the real offline images: a grid of runs, and RESULTS.md.
 
 Run from the repository root::
 
-  python -m benchmarks.reproduce --data_dir=../shared/data \
+  python -m experiments.reproduce --data_dir=../shared/data \
     --workdir=runs/reproduce                 # the whole grid, in order
-  python -m benchmarks.reproduce --data_dir=../shared/data \
+  python -m experiments.reproduce --data_dir=../shared/data \
     --workdir=runs/reproduce --grids=imb100 --only=ce,ours_ce
-  python -m benchmarks.reproduce --summarize  # RESULTS.md from results/
+  python -m experiments.reproduce --summarize  # RESULTS.md from results/
 
 Every run is ``configs/cifar10_lt.py:source=npz,method=<m>,imb=<IF>`` (the
 official 200-epoch schedule) through :func:`ltjax.train.train_and_evaluate`,
@@ -18,8 +18,9 @@ regenerated from those summaries alone.
 
 Shared stage 1. Methods whose stage 1 is plain training with the same loss
 (ce, cb_finetune, ours_ce and its variants, crt, lws, tau_norm,
-la_posthoc; focal, ours_focal; ldam, ldam_drw, ours_ldam; la, ours_la) run identical updates on identical batches for the
-first ``stage2_epoch`` epochs: batches are a function of ``(seed, step)``
+la_posthoc; focal, ours_focal; ldam, ldam_drw, ours_ldam; la, ours_la) run
+identical updates on identical batches for the first ``stage2_epoch``
+epochs: batches are a function of ``(seed, step)``
 and the learning rate of the epoch alone. The stage-1 prefix is trained once
 (``num_epochs = stage2_epoch``, ``method`` = the plain method of that loss)
 and its checkpoint, evaluations and logs are copied into each method's
@@ -30,7 +31,6 @@ gives bit-identical parameters and results to a run from scratch.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import shutil
@@ -40,7 +40,8 @@ import time
 import numpy as np
 
 from benchmarks import cli, machine
-from benchmarks.grid import GRIDS, Run
+from experiments import results_md
+from experiments.grid import GRIDS, Run
 
 
 def parse_args(argv=None):
@@ -315,20 +316,8 @@ def main(argv=None) -> None:
       with open(path + '.tmp', 'w') as f:
         json.dump(summary, f, indent=1)
       os.replace(path + '.tmp', path)
-  from benchmarks import results_md
-
   text = results_md.write(args.results_dir, args.results_md)
   print(f'[reproduce] wrote {args.results_md} ({len(text)} characters)')
-
-
-def paper_errors() -> dict:
-  """The paper's CIFAR-10-LT test errors, from ``configs/cifar10_lt.py``."""
-  spec = importlib.util.spec_from_file_location(
-    'ltjax_config_c10', cli.CIFAR_CONFIG
-  )
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.PAPER_TEST_ERROR
 
 
 if __name__ == '__main__':
