@@ -219,7 +219,8 @@ def ltjax_epochs(args, config, data) -> dict:
     make_state = train.make_init_fn(cfg, model, data, mesh)
 
     def init(key, make_state=make_state, start=start):
-      return make_state(key).replace(step=jnp.asarray(start, jnp.int32))
+      state = make_state(key)  # the step of every seed is start
+      return state.replace(step=jnp.full_like(state.step, start))
 
     # Replicated like every state the step returns: no second compilation.
     init = jax.jit(init, out_shardings=NamedSharding(mesh, P()))

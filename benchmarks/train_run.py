@@ -132,9 +132,7 @@ def one_run(base, args, dtype, seeds):
     ]
   steps_per_epoch = results['steps'] // args.epochs
   stage2_step = config.stage2_epoch * steps_per_epoch
-  per_seed = [
-    r['last']['test']['top1_error'] for r in results.get('seeds') or [results]
-  ]
+  per_seed = [r['last']['test']['top1_error'] for r in results['seeds']]
   return {
     'wall': wall,
     'steps': results['steps'],

@@ -214,9 +214,7 @@ def _identity(run, config) -> dict:
 
 
 def summarize_run(run, config, results, seconds, stage1_seconds, shared):
-  per_seed = results.get('seeds') or [
-    {'last': results['last'], 'dev_selected': results['dev_selected']}
-  ]
+  per_seed = results['seeds']
   cw = results['conditional_weights']
   eps_rms = np.sqrt(np.square(cw['eps_std']) + np.square(cw['eps_mean']))
   return {

@@ -6,6 +6,17 @@ Long-Tailed Visual Recognition from a Domain Adaptation Perspective" (CVPR
 """
 
 from ltjax import models as models
+from ltjax.errors import ConfigError as ConfigError
+from ltjax.errors import DamagedRecordError as DamagedRecordError
+from ltjax.errors import DataError as DataError
+from ltjax.errors import Error as Error
+from ltjax.errors import MissingFileError as MissingFileError
+from ltjax.errors import NonFiniteError as NonFiniteError
+from ltjax.errors import ResumeConfigError as ResumeConfigError
+from ltjax.errors import (
+  UnreadableCheckpointError as UnreadableCheckpointError,
+)
+from ltjax.errors import WorkdirBusyError as WorkdirBusyError
 from ltjax.losses import balanced_softmax_loss as balanced_softmax_loss
 from ltjax.losses import focal_loss as focal_loss
 from ltjax.losses import ldam_loss as ldam_loss

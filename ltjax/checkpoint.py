@@ -27,9 +27,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
-
-class UnreadableCheckpointError(RuntimeError):
-  """No checkpoint of a workdir could be restored."""
+from ltjax.errors import MissingFileError, UnreadableCheckpointError
 
 
 def _is_read_leftover(unraisable) -> bool:
@@ -142,10 +140,15 @@ class Checkpointer:
       abstract = jax.tree.map(
         ocp.utils.to_shape_dtype_struct, template_of(step)
       )
+      unseeded = self._without_seed_axis(step, abstract)
       try:
         state = self._manager.restore(
-          step, args=ocp.args.StandardRestore(abstract)
+          step, args=ocp.args.StandardRestore(unseeded or abstract)
         )
+        if unseeded:
+          state = jax.tree.map(
+            lambda x, t: jax.device_put(x[None], t.sharding), state, abstract
+          )
       except Exception as error:  # noqa: BLE001 (TensorStore raises Exception)
         cause = _root_cause(error)
         logging.warning(
@@ -164,6 +167,25 @@ class Checkpointer:
       f'newest, step {step}: {cause}). If the code and config are those '
       f'that wrote them, they are damaged: remove them (rm -r {folders}) '
       f'to train that run again from the start, or use a fresh --workdir.'
+    )
+
+  def _without_seed_axis(self, step, abstract):
+    """``abstract`` without its seed axis when the checkpoint at ``step``
+    was written before states had one (ltjax before 2026-12-05: one seed,
+    a scalar ``step``), else None; the caller puts the axis back."""
+    try:
+      stored = self._manager.item_metadata(step)['step'].shape
+    except Exception:  # noqa: BLE001 (unreadable: the restore will say why)
+      return None
+    if stored != () or abstract.step.shape != (1,):
+      return None
+    logging.warning(
+      'The checkpoint at step %d has no seed axis (an older ltjax wrote '
+      'it): restored as seed 0 of one.', step,
+    )  # fmt: skip
+    return jax.tree.map(
+      lambda t: jax.ShapeDtypeStruct(t.shape[1:], t.dtype, sharding=t.sharding),
+      abstract,
     )
 
   def step_dir(self, step: int) -> str:
@@ -221,7 +243,7 @@ def load_numpy(workdir, step: int | None = None):
   directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
   steps = sorted(int(p) for p in os.listdir(directory) if p.isdigit())
   if not steps:
-    raise FileNotFoundError(f'no finished checkpoint in {directory}.')
+    raise MissingFileError(f'no finished checkpoint in {directory}.')
   step = steps[-1] if step is None else step
   path = os.path.join(directory, str(step), 'default')
   checkpointer = ocp.PyTreeCheckpointer()

@@ -2,7 +2,13 @@
 
 A config file's ``get_config(arg)`` takes big_vision-style variants,
 ``--config=configs/cifar10_lt.py:method=ours_ce,imb=100``; every field can
-also be overridden on the command line (``--config.batch_size=128``).
+also be overridden on the command line (``--config.batch_size=128``). The
+fields, their defaults and rules are :data:`ltjax.config_schema.SCHEMA`.
+
+The learning rate follows the batch size: ``--config.batch_size=64`` on a
+config of batch 128 trains at half its ``learning_rate``
+(:func:`effective_learning_rate`; ``--config.scale_lr_with_batch=False``
+keeps it).
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ import os
 import ml_collections
 
 from ltjax import config_check, methods
+from ltjax.config_schema import SCHEMA
 from ltjax.data.specs import SPECS
+from ltjax.errors import ConfigError
 
 # How results, logs and figures name each dataset.
 DATASET_NAMES = {
@@ -59,7 +67,7 @@ def parse_arg(arg: str | None, **defaults) -> dict:
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
     if not sep or key not in defaults:
-      raise ValueError(
+      raise ConfigError(
         f'bad config variant {item!r}: use key=value with key in '
         f'{sorted(defaults)}.'
       )
@@ -67,7 +75,7 @@ def parse_arg(arg: str | None, **defaults) -> dict:
     try:
       out[key] = kind(value)
     except ValueError:
-      raise ValueError(
+      raise ConfigError(
         f'bad config variant {item!r}: {key} takes a {kind.__name__}.'
       ) from None
   return out
@@ -98,63 +106,85 @@ def base_config(
   lr_decay: float,
   weight_decay: float,
 ) -> ml_collections.ConfigDict:
-  """Every field of a run: the benchmark's schedule (the arguments, which a
-  config file spells out), :func:`method_defaults`, and the defaults of
-  data, logging and checkpointing."""
-  c = ml_collections.ConfigDict()
-  c.dataset = dataset
-  c.method = method
-  c.model = model
-  c.num_classes = 10  # only read for dataset 'npz'
-  c.seed = 0
-  c.num_seeds = 1  # > 1: that many independent runs in one vmapped step
-  c.compute_dtype = 'float32'  # or 'bfloat16' (parameters stay float32)
-  # A torchvision ResNet state_dict (.pth) to start from; '' trains from
-  # scratch (ltjax.models.torch_import).
-  c.init_from = ''
+  """Every field of :data:`ltjax.config_schema.SCHEMA`: the benchmark's
+  schedule (the arguments, which a config file spells out), the fields that
+  follow from it, and the defaults of the rest.
 
-  c.batch_size = batch_size
-  c.dev_batch_size = batch_size
-  c.eval_batch_size = 500
-  c.num_epochs = num_epochs
-  c.stage2_epoch = stage2_epoch  # t1 = [0, stage2_epoch), t2 = the rest
-  c.learning_rate = learning_rate
-  c.lr_boundaries = lr_boundaries
-  c.lr_decay = lr_decay
-  c.momentum = 0.9
-  c.nesterov = True
-  c.weight_decay = weight_decay
-  for field, value in method_defaults(method).items():
-    c[field] = value
-
-  c.eval_every_epochs = 10
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 1000
-  c.keep_checkpoints = 3
-
-  c.data = ml_collections.ConfigDict()
-  c.data.imbalance = 100.0  # 0 keeps the training set as it is
-  c.data.profile = 'exp'
-  c.data.n_max = 0.0  # 0: the official (N - dev C) / C
-  # The paper's dev size of the dataset (SPECS); 10 per class for npz files.
+  ``batch_size`` is also ``dev_batch_size`` and ``reference_batch_size``,
+  the batch that ``learning_rate`` is set for: a run at another batch size
+  scales the rate (:func:`effective_learning_rate`).
+  """
   spec = SPECS.get(dataset)
-  c.data.dev_per_class = spec.dev_per_class if spec else 10
-  c.data.test_per_class = 0  # > 0: carve a test set when there is none
-  c.data.split_seed = 0
-  c.data.tfds_data_dir = ''  # '' : tfds's default (~/tensorflow_datasets)
-  c.data.download = False  # True: let tfds download an unprepared dataset
-  # Cache of the tfds labels and file names (read once from every record):
-  # '' : $LTJAX_CACHE_DIR, else ~/.cache/ltjax; 'off': none.
-  c.data.cache_dir = ''
-  c.data.dir = ''  # folder of the npz files (dataset 'npz')
-  c.data.name = ''  # in titles and results; '' : the benchmark's name
-  c.data.train_file = ''
-  c.data.test_file = ''
-  c.data.dev_file = ''
-  c.data.dev_source = 'validation'  # ImageNet-LT: 'validation' or 'carve'
-  c.data.places_lt_dir = ''  # Places-LT: folder of Places_LT_*.txt
-  c.image_size = 224  # crops of the large datasets' host pipeline
+  given = {
+    'dataset': dataset,
+    'method': method,
+    'model': model,
+    'batch_size': batch_size,
+    'dev_batch_size': batch_size,
+    'num_epochs': num_epochs,
+    'stage2_epoch': stage2_epoch,
+    'learning_rate': learning_rate,
+    'reference_batch_size': batch_size,
+    'lr_boundaries': lr_boundaries,
+    'lr_decay': lr_decay,
+    'weight_decay': weight_decay,
+    'warmup_epochs': method_defaults(method)['warmup_epochs'],
+    # The paper's dev size of the dataset; 10 per class for npz files.
+    'data.dev_per_class': spec.dev_per_class if spec else 10,
+  }
+  c = ml_collections.ConfigDict()
+  for name, field in SCHEMA.items():
+    node = c
+    *parents, leaf = name.split('.')
+    for part in parents:
+      if part not in node:
+        node[part] = ml_collections.ConfigDict()
+      node = node[part]
+    node[leaf] = given[name] if name in given else field.default
   return c
+
+
+def effective_learning_rate(config) -> float:
+  """The base learning rate of ``config``'s schedule, before its drops and
+  warm-up: ``learning_rate · batch_size / reference_batch_size`` when
+  ``config.scale_lr_with_batch`` (the linear scaling rule of Goyal et al.,
+  "Accurate, Large Minibatch SGD: Training ImageNet in 1 Hour", 2017), else
+  ``learning_rate``. At the config's own batch size it is ``learning_rate``
+  exactly.
+
+  >>> import types
+  >>> c = types.SimpleNamespace(learning_rate=0.1, batch_size=64,
+  ...     reference_batch_size=128, scale_lr_with_batch=True)
+  >>> effective_learning_rate(c)
+  0.05
+  """
+  lr = config.learning_rate
+  if not config.scale_lr_with_batch or (
+    config.batch_size == config.reference_batch_size
+  ):
+    return float(lr)
+  return float(lr * config.batch_size / config.reference_batch_size)
+
+
+def lr_scaling_note(config) -> str:
+  """The log line that says how the batch size changed the learning rate
+  (``''`` when ``batch_size`` is the config's own):
+  ``'lr 0.1 scaled to 0.05 for batch_size 64 (config's 128;
+  --config.scale_lr_with_batch=False keeps 0.1)'``."""
+  lr, batch = config.learning_rate, config.batch_size
+  reference = config.reference_batch_size
+  if batch == reference:
+    return ''
+  if not config.scale_lr_with_batch:
+    return (
+      f"lr {lr:g} kept for batch_size {batch} (config's {reference}; "
+      'scale_lr_with_batch=False)'
+    )
+  return (
+    f'lr {lr:g} scaled to {effective_learning_rate(config):g} for batch_size '
+    f"{batch} (config's {reference}; --config.scale_lr_with_batch=False "
+    f'keeps {lr:g})'
+  )
 
 
 def large_config(dataset: str, method: str, **schedule):
@@ -178,7 +208,7 @@ def shorten(config, epochs: int, meta_epochs: int) -> None:
   meta epochs keep the config's own schedule.
   """
   if not 0 <= meta_epochs <= epochs or epochs < 1:
-    raise ValueError(
+    raise ConfigError(
       f'need 0 <= meta_epochs <= epochs and epochs >= 1, got {meta_epochs} '
       f'and {epochs}.'
     )

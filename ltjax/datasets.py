@@ -17,13 +17,10 @@ import numpy as np
 
 from ltjax import data as data_lib
 from ltjax.data import tfds_cache
-from ltjax.data.specs import SPECS
-
-ARRAY_DATASETS = {
-  **{name: s.num_classes for name, s in SPECS.items() if s.on_device},
-  'npz': None,  # config.num_classes
-}
-LARGE_DATASETS = tuple(name for name, s in SPECS.items() if not s.on_device)
+from ltjax.data.specs import ARRAY_DATASETS as ARRAY_DATASETS
+from ltjax.data.specs import LARGE_DATASETS as LARGE_DATASETS
+from ltjax.data.specs import check_dataset_name as check_dataset_name
+from ltjax.errors import ConfigError, DataError
 
 
 @dataclasses.dataclass
@@ -43,14 +40,6 @@ class ArrayDatasets:
     return self.train.image.shape[1:]
 
 
-def check_dataset_name(name: str) -> None:
-  known = sorted(ARRAY_DATASETS) + list(LARGE_DATASETS)
-  if name not in known:
-    raise ValueError(
-      f'unknown dataset {name!r} (config.dataset); choose one of {known}.'
-    )
-
-
 def _npz_path(cfg, split):
   path = cfg.get(f'{split}_file') or ''
   if path and not os.path.isabs(path) and cfg.get('dir'):
@@ -65,7 +54,7 @@ def _load_full_splits(config):
     num_classes = config.num_classes
     train_path = _npz_path(cfg, 'train')
     if not train_path:
-      raise ValueError(
+      raise ConfigError(
         "dataset 'npz' needs config.data.train_file (a .npz with keys image "
         'and label), optionally relative to config.data.dir.'
       )
@@ -105,7 +94,7 @@ def check_split_images(**splits):
     if split is not None
   }
   if len(set(shapes.values())) > 1:
-    raise ValueError(
+    raise DataError(
       'the splits hold images of different sizes '
       f'({", ".join(f"{k}: {v[0]}x{v[1]}" for k, v in shapes.items())}); '
       'resize them to one size before training.'
@@ -128,7 +117,7 @@ def load_array_datasets(config) -> ArrayDatasets:
   train, test, dev = check_split_images(train=train, test=test, dev=dev)
   if test is None:
     if not cfg.test_per_class:
-      raise ValueError(
+      raise ConfigError(
         'no test split: give config.data.test_file or carve a balanced test '
         'set from the training file with config.data.test_per_class > 0.'
       )
@@ -156,14 +145,14 @@ def load_array_datasets(config) -> ArrayDatasets:
   if dev is None:
     dev = train.subset(dev_idx)
   if len(dev) == 0:
-    raise ValueError(
+    raise ConfigError(
       'the dev set is empty: set config.data.dev_per_class > 0 or give '
       'config.data.dev_file.'
     )
   train = train.subset(train_idx)
   counts = np.bincount(train.label, minlength=num_classes)
   if counts.min() == 0:
-    raise ValueError(_empty_class_message(config, counts, split))
+    raise DataError(_empty_class_message(config, counts, split))
   digest, summary = describe_split(
     config.dataset, train_idx, dev_idx, counts, len(dev), len(test),
     content=(train.image, train.label, dev.image, dev.label),

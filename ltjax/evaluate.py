@@ -160,7 +160,7 @@ def summarize_seeds(per_seed: list[dict]) -> dict:
       values = np.asarray(values, np.float64)
       out[which][key] = {
         'mean': float(values.mean()),
-        'std': float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        'std': float(values.std(ddof=1)) if len(values) > 1 else None,
         'values': values.tolist(),
       }
   return out
@@ -249,9 +249,8 @@ def eval_records(
 
 
 def eval_row(records) -> dict:
-  """One line of ``evals.jsonl``: a record, or the records of every seed."""
-  if len(records) == 1:
-    return records[0]
+  """One line of ``evals.jsonl``: ``{'step', 'epoch', 'seeds': [...]}``,
+  the records of every seed (any number of them) without their step."""
   step, epoch = records[0]['step'], records[0]['epoch']
   seeds = [
     {k: v for k, v in r.items() if k not in ('step', 'epoch')} for r in records
@@ -260,7 +259,8 @@ def eval_row(records) -> dict:
 
 
 def row_records(row) -> list[dict]:
-  """The inverse of :func:`eval_row`."""
+  """The inverse of :func:`eval_row`; a row of an older ltjax (one seed,
+  no ``seeds`` list) is that seed's record."""
   if 'seeds' not in row:
     return [row]
   return [
@@ -268,7 +268,7 @@ def row_records(row) -> list[dict]:
   ]
 
 
-def last_and_dev_selected(evals, num_seeds: int) -> list[dict]:
+def last_and_dev_selected(evals) -> list[dict]:
   """Per seed, ``{'last', 'dev_selected'}`` of ``evals`` (a list of
   :func:`eval_records`): the dev set selects, ties to the later step."""
   return [
@@ -278,7 +278,7 @@ def last_and_dev_selected(evals, num_seeds: int) -> list[dict]:
         (e[s] for e in evals), key=lambda r: (r['dev_top1_error'], -r['step'])
       ),
     }
-    for s in range(num_seeds)
+    for s in range(len(evals[-1]))
   ]
 
 

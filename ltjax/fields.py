@@ -1,7 +1,8 @@
 """A config field's type and the values it allows, in one declaration.
 
 :class:`Field` ties a default to its type and rule. The methods' tables
-(:mod:`ltjax.methods`) declare their hyperparameters with it, and
+(:mod:`ltjax.methods`) declare their hyperparameters with it, the config
+schema (:mod:`ltjax.config_schema`) every other field, and
 :mod:`ltjax.config_check` validates every field through the same rules.
 """
 
@@ -14,8 +15,27 @@ from collections.abc import Callable
 from typing import Any
 
 INT, NUM, STR, BOOL = 'int', 'number', 'str', 'bool'
+INTS = 'ints'  # a tuple (or list) of ints
+# What a value of each kind is, in a message.
+KIND_TEXT = {
+  INT: 'an int',
+  NUM: 'a finite number',
+  STR: 'a string',
+  BOOL: 'True or False',
+  INTS: 'a tuple of ints',
+}
 
 Rule = tuple[Callable[[Any], bool], str]  # (predicate, what is allowed)
+
+
+class _Unset:
+  def __repr__(self) -> str:
+    return 'UNSET'
+
+
+# The default of a field that has none: each config sets it (the schedule
+# that ltjax.config_lib.base_config takes as arguments).
+UNSET: Any = _Unset()
 
 
 def choice(options) -> Rule:
@@ -47,24 +67,35 @@ def has_type(value, kind) -> bool:
       and not isinstance(value, bool)
       and math.isfinite(value)
     )
+  if kind == INTS:
+    return isinstance(value, (tuple, list)) and all(
+      has_type(v, INT) for v in value
+    )
   return isinstance(value, str)
 
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-  """A config field: its default, type (:data:`INT`, :data:`NUM`,
-  :data:`STR` or :data:`BOOL`) and rule, with the source of the default."""
+  """A config field: its default (:data:`UNSET`: none), type (:data:`INT`,
+  :data:`NUM`, :data:`STR`, :data:`BOOL` or :data:`INTS`) and rule, with the
+  source of the default and what the field is (``doc``)."""
 
   default: Any
   kind: str
   rule: Rule = ANY
   source: str = ''
+  doc: str = ''
+
+  @property
+  def constrained(self) -> bool:
+    """Whether the rule refuses some values of the right type."""
+    return self.rule is not ANY
 
   def check(self, value) -> str | None:
     """None if ``value`` is allowed, else what is allowed."""
     ok, allowed = self.rule
     if not has_type(value, self.kind):
-      return f'a finite {self.kind}, {allowed}'
+      return KIND_TEXT[self.kind] + ('' if self.rule is ANY else f', {allowed}')
     if not ok(value):
       return allowed
     return None

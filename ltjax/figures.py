@@ -30,7 +30,8 @@ def _heading(results, sep=': ') -> str:
 
 def make_figures(results: dict) -> dict:
   """``{file name: matplotlib Figure}``: ``conditional_weights.png`` (runs
-  with a meta stage), ``per_class_accuracy.png`` and ``reliability.png``."""
+  with a meta stage, summed over seeds), ``per_class_accuracy.png`` and
+  ``reliability.png`` (the last model of the first seed)."""
   plt = _pyplot()
   out = {}
   counts = np.asarray(results['train_class_counts'])
@@ -55,25 +56,24 @@ def make_figures(results: dict) -> dict:
     fig.tight_layout()
     out['conditional_weights.png'] = fig
 
-  acc = [
-    np.nan if a is None else a
-    for a in results['last']['test']['per_class_accuracy']
-  ]
+  first = results['seeds'][0]
+  model = f'last model of seed {first["seed"]}'
+  test = first['last']['test']
+  acc = [np.nan if a is None else a for a in test['per_class_accuracy']]
   fig, ax = plt.subplots(figsize=(5, 3.6))
   ax.scatter(counts, acc, s=10)
   ax.set_xscale('log')
   ax.set_xlabel('training images of the class (log scale)')
   ax.set_ylabel('test accuracy (%)')
-  ax.set_title(f'{_heading(results, chr(10))}, last model', fontsize=9)
+  ax.set_title(f'{_heading(results, chr(10))}, {model}', fontsize=9)
   fig.tight_layout()
   out['per_class_accuracy.png'] = fig
 
-  test = results['last']['test']
   if 'reliability' in test:
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     reliability_diagram(ax, test['reliability'])
     ax.set_title(
-      f'{_heading(results, chr(10))}, last model, ECE {test["ece"]:.2f}%',
+      f'{_heading(results, chr(10))}, {model}, ECE {test["ece"]:.2f}%',
       fontsize=9,
     )
     fig.tight_layout()

@@ -27,6 +27,7 @@ from jax.sharding import PartitionSpec as P
 
 from ltjax import datasets, phases
 from ltjax.data import augment, device_pipeline, tfds_cache
+from ltjax.errors import ConfigError
 
 
 def _pad_to(arr, size):
@@ -71,7 +72,7 @@ class DeviceInput:
       mask = np.arange(padded) < len(split)
       self._eval[name] = (images, _pad_to(split.label, padded), mask)
 
-  # The feed: keys (with the seed axis of vmapped seeds) and the data.
+  # The feed: keys (with the seed axis) and the data.
   feed_axes = (0, 0, None, None)
 
   def train_feeds(self, k_train, k_dev, start_step, meta_start, samplers=()):
@@ -120,7 +121,7 @@ class DeviceInput:
 class HostInput:
   """A large tfds dataset streamed through the tf.data host pipeline."""
 
-  feed_axes = None  # one seed only (checked with the config)
+  feed_axes = None  # the same batches for every seed
 
   def __init__(self, config, mesh):
     from ltjax.data import tf_pipeline, tfds_sources  # import TensorFlow
@@ -158,7 +159,7 @@ class HostInput:
       len(split.train), config.batch_size
     )
     if self.steps_per_epoch == 0:
-      raise ValueError(
+      raise ConfigError(
         f'batch size {config.batch_size} exceeds the {len(split.train)} '
         'training examples; lower the batch size.'
       )
@@ -225,6 +226,9 @@ class HostInput:
     training stream starts anew at each, positioned by the global step.
     """
     config = self._config
+    # The streams draw from the first seed's keys (a host input runs one
+    # seed: ltjax.config_check), fed to every seed of the vmapped step.
+    k_train, k_dev = k_train[0], k_dev[0]
     seed = int(jax.random.randint(k_train, (), 0, 2**31 - 1))
     starts = dict(samplers)
 

@@ -18,27 +18,14 @@ import logging as python_logging
 import os
 import re
 import sys
-import traceback
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ltjax import devices, methods, train
-from ltjax.checkpoint import UnreadableCheckpointError
+from ltjax import devices, errors, methods, train
 from ltjax.preemption import Preempted
-from ltjax.workdir_lock import WorkdirBusyError
 
-# What a bad config, a missing or malformed file, an unprepared dataset or
-# damaged checkpoints raise from ltjax's own checks: printed as one message,
-# not a traceback.
-EXPECTED_ERRORS = (
-  ValueError,
-  FileNotFoundError,
-  FloatingPointError,
-  UnreadableCheckpointError,
-  WorkdirBusyError,
-)
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 FLAGS = flags.FLAGS
@@ -73,17 +60,6 @@ flags.mark_flag_as_required('config')
 HELP_FLAGS = ('--help', '-h', '--helpshort', '-?', '--helpfull')
 
 
-def raised_by_ltjax(error: BaseException) -> bool:
-  """Whether ``error`` is one of ltjax's own checks: an expected error type
-  raised in ltjax's code (an error from inside JAX or a library is not)."""
-  if not isinstance(error, EXPECTED_ERRORS):
-    return False
-  frames = traceback.extract_tb(error.__traceback__)
-  return bool(frames) and os.path.abspath(frames[-1].filename).startswith(
-    _PACKAGE + os.sep
-  )
-
-
 def _innermost(error: BaseException) -> str:
   """The message at the bottom of a config-loading error, on one line
   (config_flags wraps the file's own error, and a KeyError's message in
@@ -96,7 +72,7 @@ def _innermost(error: BaseException) -> str:
   last = lines[-1] if lines else type(error).__name__
   if len(lines) > 1 and last.startswith('Did you mean'):
     last = f'config field {lines[-2]} does not exist. {last}'
-  return re.sub(r'^\w+(Error|Exception): ', '', last)
+  return re.sub(r'^[\w.]+(Error|Exception): ', '', last)
 
 
 def _user_error(message: str) -> None:
@@ -134,7 +110,9 @@ def parse_flags(argv):
     _check_config_path(argv)
   try:
     return FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, ValueError, OSError) as error:
+  except (
+    flags.Error, errors.Error, AttributeError, KeyError, ValueError, OSError
+  ) as error:
     if debug:
       raise
     _user_error(_innermost(error))
@@ -158,6 +136,26 @@ def _own_info_only(record) -> bool:
   ).startswith(_PACKAGE + os.sep)
 
 
+def run(config, workdir, *, debug: bool = False) -> None:
+  """:func:`ltjax.train.train_and_evaluate`, as the command line reports it.
+
+  An :class:`ltjax.Error` (a problem with the user's config, data or
+  workdir, whose message says the fix) exits with status 2 and its message
+  on one line; with ``debug`` it propagates with its traceback, as any other
+  error always does (a bug, or an error inside JAX or a library). A
+  preemption exits with :attr:`ltjax.preemption.Preempted.exit_status`.
+  """
+  try:
+    train.train_and_evaluate(config, workdir)
+  except Preempted as stop:
+    print(f'ltjax: {stop}', file=sys.stderr)
+    sys.exit(stop.exit_status)
+  except errors.Error as error:
+    if debug:
+      raise
+    _user_error(str(error))
+
+
 def main(argv):
   del argv
   if not FLAGS.library_logs:
@@ -177,15 +175,7 @@ def main(argv):
   elif FLAGS.multihost:
     devices.join_processes()
   logging.info('JAX devices: %s', jax.devices())
-  try:
-    train.train_and_evaluate(config, FLAGS.workdir)
-  except Preempted as stop:
-    print(f'ltjax: {stop}', file=sys.stderr)
-    sys.exit(stop.exit_status)
-  except EXPECTED_ERRORS as error:
-    if FLAGS.debug or not raised_by_ltjax(error):
-      raise
-    _user_error(str(error))
+  run(config, FLAGS.workdir, debug=FLAGS.debug)
 
 
 if __name__ == '__main__':

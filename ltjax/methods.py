@@ -32,6 +32,7 @@ import numpy as np
 from ltjax import losses as losses_lib
 from ltjax import stages as stages_lib
 from ltjax import weighting
+from ltjax.errors import ConfigError
 from ltjax.fields import INT, NUM, STR, Field, at_least, choice, in_range
 
 # --- Losses --------------------------------------------------------------------
@@ -332,7 +333,7 @@ METHODS = {
 
 def get_method(name: str) -> Method:
   if name not in METHODS:
-    raise ValueError(
+    raise ConfigError(
       f'unknown method {name!r} (config.method); choose one of '
       f'{sorted(METHODS)}.'
     )

@@ -12,7 +12,8 @@ the checkpoint computed (:func:`conflicts`):
   loss and stage 1 (``ce`` → ``ours_ce``, ``crt``, ...); the hyperparameters
   of the stage tables that stage 1 does not read (``eps_lr``,
   ``classifier_lr``, ...); ``num_epochs`` and ``stage2_epoch``; and the
-  learning-rate schedule (``learning_rate``, ``lr_boundaries``, ``lr_decay``,
+  learning-rate schedule (:data:`SCHEDULE_FIELDS`: ``learning_rate`` and its
+  scaling with the batch size, ``lr_boundaries``, ``lr_decay``,
   ``warmup_epochs``) as long as it gives the same rate to every epoch
   trained so far. This is what lets a stage-1 prefix be shared by several
   methods, and a diverged stage 2 restart from its start with a lower rate;
@@ -34,6 +35,7 @@ from absl import logging
 
 from ltjax import files, methods, train_step
 from ltjax.checkpoint import Checkpointer
+from ltjax.errors import ResumeConfigError
 
 # Fields that may change between a run and its resumption (the data may
 # move: the digest stored with each checkpoint guards the split and, for
@@ -48,15 +50,18 @@ RESUMABLE_FIELDS = (
   'data.name',
 )
 # The fields of the step learning-rate schedule (compared through the rate
-# they give each epoch trained so far).
-SCHEDULE_FIELDS = ('learning_rate', 'lr_boundaries', 'lr_decay', 'warmup_epochs')
+# they give each epoch trained so far; the rate also reads batch_size, which
+# stays compared field by field).
+SCHEDULE_FIELDS = (
+  'learning_rate',
+  'scale_lr_with_batch',
+  'reference_batch_size',
+  'lr_boundaries',
+  'lr_decay',
+  'warmup_epochs',
+)
 # Fields no step of stage 1 reads (given that the stage-1 epochs are done).
 STAGE_LENGTH_FIELDS = ('num_epochs', 'stage2_epoch')
-
-
-class ResumeConfigError(ValueError):
-  """A workdir's checkpoint was trained under a config this run may not
-  change; the message names the fields and what may change."""
 
 
 def flat(tree: dict, prefix: str = '') -> dict:
@@ -83,11 +88,30 @@ def fingerprint(config) -> dict:
   }
 
 
+def older_record(saved: dict) -> dict:
+  """``saved`` (a :func:`fingerprint`) with the fields that an ltjax older
+  than them did not record, set to what that ltjax did: it trained at
+  ``learning_rate`` whatever the batch size, the scaled rate of
+  ``reference_batch_size = batch_size``."""
+  if 'scale_lr_with_batch' in saved or 'batch_size' not in saved:
+    return saved
+  return {
+    'scale_lr_with_batch': True,
+    'reference_batch_size': saved['batch_size'],
+    **saved,
+  }
+
+
 def epoch_rates(fields: dict, epochs: int) -> list[float]:
   """The step schedule's learning rate in each of the first ``epochs``
   epochs: :func:`ltjax.train_step.learning_rate_fn` itself, at one step
-  per epoch, of the schedule's fields in ``fields`` (a flat config)."""
-  schedule = types.SimpleNamespace(**{k: fields[k] for k in SCHEDULE_FIELDS})
+  per epoch, of the schedule's fields and ``batch_size`` in ``fields`` (a
+  flat config; the batch-size fields may be missing: no scaling)."""
+  scaling = ('scale_lr_with_batch', 'reference_batch_size', 'batch_size')
+  schedule = types.SimpleNamespace(
+    **{k: fields[k] for k in SCHEDULE_FIELDS if k not in scaling},
+    **{k: fields.get(k) for k in scaling},
+  )
   lr = train_step.learning_rate_fn(schedule, 1)
   return np.asarray(jax.vmap(lr)(jnp.arange(epochs))).tolist()
 
@@ -108,6 +132,7 @@ def conflicts(saved: dict, config, epoch: float | None) -> list[str]:
   """The fields of ``config`` that may not differ from ``saved`` (a
   :func:`fingerprint`) at a checkpoint ``epoch`` epochs into the run (None:
   unknown, compared as stage 2), sorted."""
+  saved = older_record(saved)
   new = fingerprint(config)
   keys = set(saved) | set(new)
   if not in_stage1(saved, new, epoch):
@@ -176,6 +201,7 @@ def check_checkpoint(config, ckpt, step: int) -> None:
       return
     saved = {k: v for k, v in flat(saved).items() if k not in RESUMABLE_FIELDS}
     epoch, source = None, os.path.join(ckpt.workdir, 'config.json')
+  saved = older_record(saved)
   differ = conflicts(saved, config, epoch)
   if differ:
     raise ResumeConfigError(

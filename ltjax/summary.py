@@ -24,6 +24,7 @@ import tensorboardX
 from absl import logging
 
 from ltjax import evaluate, files
+from ltjax.errors import DamagedRecordError
 
 
 def _unused_suffix(logdir) -> str:
@@ -75,10 +76,6 @@ class MetricWriter:
   def close(self) -> None:
     self._jsonl.close()
     self._events.close()
-
-
-class DamagedRecordError(ValueError):
-  """A record file with a damaged line before its last."""
 
 
 def read_jsonl(path) -> list[dict]:
@@ -136,9 +133,10 @@ class Progress:
   """
 
   def __init__(
-    self, config, start_step, total_steps, steps_per_epoch, stage2_step=None
-  ):
-    self._images = config.batch_size * config.num_seeds
+    self, images_per_step, start_step, total_steps, steps_per_epoch,
+    stage2_step=None,
+  ):  # fmt: skip
+    self._images = images_per_step
     self._total, self._spe = total_steps, steps_per_epoch
     self._stage2 = total_steps if stage2_step is None else stage2_step
     self._t, self._step = time.perf_counter(), start_step

@@ -34,6 +34,7 @@ from jax.sharding import PartitionSpec as P
 from ltjax import (
   config_lib,
   devices,
+  errors,
   evaluate,
   figures,
   files,
@@ -64,16 +65,13 @@ def create_model(config, num_classes: int, method: methods.Method):
 
 
 def seed_keys(config):
-  """``(k_init, k_train, k_dev)``; with ``config.num_seeds > 1`` each has a
-  leading seed axis, seed ``s`` drawing from ``fold_in(key, s)``."""
-  key = jax.random.key(config.seed)
-  if config.num_seeds == 1:
-    return tuple(jax.random.split(key, 3))
-  seed_keys_ = jax.vmap(lambda s: jax.random.fold_in(key, s))(
-    jnp.arange(config.num_seeds)
-  )
-  split = jax.vmap(lambda k: jax.random.split(k, 3))(seed_keys_)
-  return split[:, 0], split[:, 1], split[:, 2]
+  """``(k_init, k_train, k_dev)``, each with a leading seed axis of
+  ``config.num_seeds``: seed ``s`` draws from ``jax.random.key(config.seed +
+  s)``, so seed ``s`` of a vectorized run is the one-seed run of
+  ``config.seed + s`` (up to the float rounding of the vmapped step)."""
+  seeds = config.seed + jnp.arange(config.num_seeds)
+  keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 3))(seeds)
+  return keys[:, 0], keys[:, 1], keys[:, 2]
 
 
 def load_pretrained(config, model):
@@ -105,7 +103,8 @@ def load_pretrained(config, model):
 
 
 def make_init_fn(config, model, data, mesh, optimizer=None):
-  """``init(k_init, pretrained=None) -> TrainState`` (vmapped over seeds),
+  """``init(k_init, pretrained=None) -> TrainState`` (vmapped over the seed
+  axis of ``k_init``),
   jitted and replicated over ``mesh``; ``pretrained``
   (:func:`load_pretrained`) replaces the fresh variables it names, in every
   seed. It is an argument, not a closure, so the weights are not compiled
@@ -120,8 +119,7 @@ def make_init_fn(config, model, data, mesh, optimizer=None):
     data.steps_per_epoch,
     optimizer=optimizer,
   )
-  if config.num_seeds > 1:
-    init = jax.vmap(init, in_axes=(0, None))
+  init = train_step.over_seeds(init, in_axes=(0, None))
 
   def init_fn(key, pretrained=None):
     return init(key, pretrained)
@@ -156,7 +154,7 @@ def restore_or_init_state(
   step = step_of(state)
   saved = ckpt.metadata(step).get('split_sha256')
   if digest and saved and saved != digest:
-    raise ValueError(
+    raise errors.DataError(
       f'the checkpoint at step {step} in {ckpt.directory} was trained on '
       f'another data split (sha256 {saved}) than this run reads (sha256 '
       f'{digest}): the data files or their preparation changed. Resume with '
@@ -189,7 +187,7 @@ def make_stage_steps(config, model, method, data, optimizers=None) -> dict:
       optimizers[stage],
     )  # fmt: skip
     sampler = methods.STAGES[stage].sampler
-    return train_step.make_train_step(update, data, config.num_seeds, sampler)
+    return train_step.make_train_step(update, data, sampler)
 
   steps = {1: make(method.stage1)}
   same = method.stage2 == method.stage1
@@ -219,9 +217,7 @@ def make_stage_entry(config, model, method, data, k_init, optimizers):
       optimizer=optimizer,
     )
 
-  if config.num_seeds > 1:
-    enter = jax.vmap(enter)
-  jitted = jax.jit(enter)
+  jitted = jax.jit(train_step.over_seeds(enter))
   return step, lambda state: jitted(state, k_init)
 
 
@@ -232,16 +228,12 @@ def evaluate_state(
   ``posthoc`` (a key of :data:`ltjax.methods.POSTHOC`) adjusts the logits
   with the ``τ`` of each seed's lowest dev error."""
   test, dev = predict(state, 'test'), predict(state, 'dev')
-  if test[0].ndim == 2:  # one seed
-    test, dev = (test[0][None], test[1]), (dev[0][None], dev[1])
   step = step_of(state)
   adjust = None
   if posthoc:
     spec = methods.POSTHOC[posthoc]
     params = jax.device_get(state.params)
     head = params[stages.classifier_name(params)]
-    if test[0].shape[0] == 1 and np.ndim(head['kernel']) == 2:
-      head = jax.tree.map(lambda x: x[None], head)
     adjust = evaluate.Posthoc(spec.adjust, spec.taus, head)
   return evaluate.eval_records(
     step,
@@ -276,7 +268,7 @@ def check_finite(state, ckpt: Checkpointer, config, spe: int) -> None:
   bad = int(bad[bad >= 0].min()) if np.any(bad >= 0) else -1
   if bad >= 0:
     ckpt.wait()
-    raise FloatingPointError(nonfinite_advice(bad, ckpt, config, spe))
+    raise errors.NonFiniteError(nonfinite_advice(bad, ckpt, config, spe))
 
 
 def stage_rates(config, stage: str, step: int, spe: int) -> str:
@@ -289,8 +281,11 @@ def stage_rates(config, stage: str, step: int, spe: int) -> str:
     lr = float(train_step.learning_rate_fn(config, spe)(step))
     epoch = step // spe
     passed = sum(epoch >= b for b in config.lr_boundaries)
+    scaled = config_lib.effective_learning_rate(config) != config.learning_rate
     own.append(
-      f'the learning rate {lr:g} (learning_rate × lr_decay^{passed}'
+      f'the learning rate {lr:g} (learning_rate'
+      + (' × batch_size / reference_batch_size' if scaled else '')
+      + f' × lr_decay^{passed}'
       + (', warming up' if epoch < config.warmup_epochs else '')
       + ')'
     )
@@ -366,12 +361,14 @@ def run_record(started: float, start_step: int) -> dict:
 
 
 def final_results(config, data, evals, state, run=None) -> dict:
-  """results.json: the last and the dev-selected model of every seed, and
-  ``run`` (:func:`run_record`) where given."""
-  per_seed = evaluate.last_and_dev_selected(evals, config.num_seeds)
-  weight_stats = np.asarray(state.weight_stats)
-  if config.num_seeds > 1:
-    weight_stats = weight_stats.sum(0)
+  """results.json: per seed (``seeds``, seed ``config.seed + s`` at ``s``)
+  the last and the dev-selected model, their mean and standard deviation
+  over seeds (``over_seeds``), and ``run`` (:func:`run_record`) where
+  given. One schema for any number of seeds."""
+  per_seed = [
+    {'seed': config.seed + s, **r}
+    for s, r in enumerate(evaluate.last_and_dev_selected(evals))
+  ]
   results = {
     'title': config_lib.run_title(config),
     'dataset': config.dataset,
@@ -380,13 +377,13 @@ def final_results(config, data, evals, state, run=None) -> dict:
     'split_sha256': data.digest,
     'train_class_counts': data.class_counts.tolist(),
     'steps': step_of(state),
-    **per_seed[0],
-    'conditional_weights': evaluate.weight_stats_table(weight_stats),
+    'seeds': per_seed,
+    'over_seeds': evaluate.summarize_seeds(per_seed),
+    'conditional_weights': evaluate.weight_stats_table(
+      np.asarray(state.weight_stats).sum(0)
+    ),
+    'units': UNITS,
   }
-  if config.num_seeds > 1:
-    results['seeds'] = per_seed
-    results['over_seeds'] = evaluate.summarize_seeds(per_seed)
-  results['units'] = UNITS
   if run is not None:
     results['run'] = run
   return evaluate.rounded(results)
@@ -397,11 +394,11 @@ def write_results(workdir, results) -> None:
     os.path.join(workdir, 'results.json'), json.dumps(results, indent=2)
   )
   written = figures.write_figures(results, workdir)
-  for i, r in enumerate(results.get('seeds') or [results]):
+  for r in results['seeds']:
     logging.info(
       'Seed %d: final test top-1 error %.2f%% (last), %.2f%% (dev-selected, '
       'epoch %d).',
-      i, r['last']['test']['top1_error'],
+      r['seed'], r['last']['test']['top1_error'],
       r['dev_selected']['test']['top1_error'], r['dev_selected']['epoch'],
     )  # fmt: skip
   logging.info(
@@ -436,7 +433,8 @@ def train_loop(
   start_step = step_of(state)
   total_steps, stage2_step = config.num_epochs * spe, config.stage2_epoch * spe
   eval_every = config.eval_every_epochs * spe
-  progress = summary.Progress(config, start_step, total_steps, spe, stage2_step)
+  images = config.batch_size * np.size(state.step)  # every seed's batch
+  progress = summary.Progress(images, start_step, total_steps, spe, stage2_step)
   log_steps = progress_steps(config, total_steps, stage2_step)
   method = methods.get_method(config.method)
   stage_names = method.stage1, method.stage2
@@ -504,6 +502,8 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   started = time.perf_counter()
   resume.check_workdir(config, workdir)  # before any data is read
   devices.log_platform()
+  if note := config_lib.lr_scaling_note(config):
+    logging.info('%s.', note)
   method = methods.get_method(config.method)
   mesh = devices.make_mesh()
   with phases.phase('load the pretrained weights'):
@@ -547,7 +547,7 @@ def _train_and_evaluate(config, workdir: str) -> dict:
   evals = summary.read_evals(workdir, start_step)
   record_eval = functools.partial(
     evaluate_and_record,
-    train_step.make_predict(model, data, mesh, config.num_seeds),
+    train_step.make_predict(model, data, mesh),
     data,
     # The calibration error reads the probabilities the loss trains: LDAM's
     # cosine head is scaled by s before its softmax.

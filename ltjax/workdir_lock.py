@@ -22,9 +22,7 @@ import time
 
 from absl import logging
 
-
-class WorkdirBusyError(RuntimeError):
-  """Another live process holds the workdir."""
+from ltjax.errors import WorkdirBusyError
 
 
 class WorkdirLock:

@@ -1,14 +1,17 @@
 """Every bad setting stops before any data is read, naming field and fix."""
 
+import functools
 import pathlib
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
-from ltjax import config_check, config_lib, methods
-from ltjax.main import raised_by_ltjax
+import ltjax
+from ltjax import config_check, config_lib, fields, main, methods, train
+from ltjax.config_schema import SCHEMA
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / 'configs').glob('*.py'))
@@ -97,20 +100,162 @@ def test_vectorized_seeds_need_an_array_dataset():
     config_lib.check_config(config)
 
 
-def test_only_ltjax_own_checks_count_as_expected_errors():
-  with pytest.raises(ValueError) as info:
-    config_lib.check_config(_bad())
-  assert raised_by_ltjax(info.value)
-  with pytest.raises(ValueError) as info:
-    np.zeros(-1)  # a ValueError from a library: keeps its traceback
-  assert not raised_by_ltjax(info.value)
-  assert not raised_by_ltjax(KeyError('x'))
+@functools.cache
+def _good() -> dict:
+  return cifar().to_dict()
 
 
-def _bad():
-  config = cifar()
-  config.eps_grad = 'foo'
-  return config
+def _with(name, value):
+  """The npz variant of configs/cifar10_lt.py with field ``name`` (dotted)
+  set to ``value``, whatever its type (a ConfigDict built anew from a dict,
+  as type-safe assignment would refuse another type)."""
+  node = values = {**_good(), 'data': dict(_good()['data'])}
+  *parents, leaf = name.split('.')
+  for part in parents:
+    node = node[part]
+  node[leaf] = value
+  return ml_collections.ConfigDict(values)
+
+
+# A value outside its rule, of the right type, for every field of the schema
+# that has a rule (test_the_table_of_bad_values_covers_the_schema).
+OUT_OF_RULE = {
+  'dataset': 'mnist',
+  'method': 'magic',
+  'model': 'vgg',
+  'num_classes': 1,
+  'num_seeds': 0,
+  'compute_dtype': 'float16',
+  'batch_size': 0,
+  'dev_batch_size': 0,
+  'eval_batch_size': 0,
+  'num_epochs': 0,
+  'stage2_epoch': -1,
+  'learning_rate': 0.0,
+  'reference_batch_size': 0,
+  'lr_boundaries': (180, 160),
+  'lr_decay': 1.5,
+  'momentum': 1.0,
+  'weight_decay': -1e-4,
+  'focal_gamma': -1.0,
+  'ldam_max_margin': 0.0,
+  'ldam_scale': 0.0,
+  'la_tau': -1.0,
+  'cb_beta': 1.0,
+  'eps_lr': -0.01,
+  'inner_reduction': 'avg',
+  'eps_grad': 'foo',
+  'mwn_hidden': 0,
+  'mwn_lr': 0.0,
+  'mwn_wd': -1.0,
+  'classifier_lr': 0.0,
+  'warmup_epochs': -1,
+  'eval_every_epochs': 0,
+  'log_every_steps': 0,
+  'checkpoint_every_steps': 0,
+  'keep_checkpoints': 0,
+  'data.imbalance': 0.5,
+  'data.profile': 'linear',
+  'data.n_max': -5.0,
+  'data.dev_per_class': -1,
+  'data.test_per_class': -1,
+  'data.dev_source': 'test',
+  'image_size': 0,
+}
+# Values of another type than each kind (None is a placeholder: required).
+WRONG_TYPE = {
+  fields.INT: (2.5, '3', True),
+  fields.NUM: ('0.1', True, float('inf')),
+  fields.STR: (3, b'x'),
+  fields.BOOL: (1, 'True'),
+  fields.INTS: ('160', (1.5,), 160),
+}
+
+
+def test_the_table_of_bad_values_covers_the_schema():
+  constrained = {name for name, f in SCHEMA.items() if f.constrained}
+  assert set(OUT_OF_RULE) == constrained, (
+    'a field with a rule needs a value outside it in OUT_OF_RULE'
+  )
+  for name, value in OUT_OF_RULE.items():  # the rule is tested, not the type
+    assert fields.has_type(value, SCHEMA[name].kind), name
+  assert set(WRONG_TYPE) == {f.kind for f in SCHEMA.values()}
+  config_check.check(ml_collections.ConfigDict(_good()))  # the rest is good
+
+
+@pytest.mark.parametrize('name', sorted(OUT_OF_RULE))
+def test_every_rule_refuses_a_value_outside_it(name):
+  value = OUT_OF_RULE[name]
+  with pytest.raises(config_check.ConfigError) as info:
+    config_check.check(_with(name, value))
+  message = str(info.value)
+  assert f'config.{name}={value!r} is not allowed: use ' in message, message
+  assert SCHEMA[name].rule[1] in message and f'--config.{name}=' in message
+
+
+@pytest.mark.parametrize('name', sorted(SCHEMA))
+def test_every_field_refuses_a_value_of_another_type(name):
+  kind = SCHEMA[name].kind
+  for value in WRONG_TYPE[kind]:
+    with pytest.raises(config_check.ConfigError) as info:
+      config_check.check(_with(name, value))
+    message = str(info.value)
+    assert f'config.{name}={value!r} is not allowed: use ' in message, message
+    assert fields.KIND_TEXT[kind] in message
+
+
+def test_a_missing_or_placeholder_field_is_named():
+  values = {**_good(), 'data': dict(_good()['data'])}
+  del values['data']['profile']
+  with pytest.raises(config_check.ConfigError, match='data.profile is missing'):
+    config_check.check(ml_collections.ConfigDict(values))
+  with pytest.raises(
+    config_check.ConfigError,
+    match=r'config.la_tau is required by this config .* --config.la_tau=',
+  ):
+    config_check.check(_with('la_tau', None))
+
+
+def test_config_error_is_one_class_everywhere():
+  assert config_check.ConfigError is ltjax.ConfigError
+  assert issubclass(ltjax.ConfigError, ltjax.Error)
+  assert issubclass(ltjax.ConfigError, ValueError)  # old excepts still hold
+  for name in ('UnreadableCheckpointError', 'WorkdirBusyError', 'DataError'):
+    assert issubclass(getattr(ltjax, name), ltjax.Error)
+  from ltjax import checkpoint, resume, workdir_lock
+
+  assert checkpoint.UnreadableCheckpointError is ltjax.UnreadableCheckpointError
+  assert workdir_lock.WorkdirBusyError is ltjax.WorkdirBusyError
+  assert resume.ResumeConfigError is ltjax.ResumeConfigError
+
+
+def test_cli_prints_an_ltjax_error_as_one_line_and_others_with_traceback(
+  monkeypatch, capsys
+):
+  # main.run is what the command line runs once the flags are parsed.
+  def raise_(error):
+    def train_and_evaluate(config, workdir):
+      raise error
+
+    monkeypatch.setattr(train, 'train_and_evaluate', train_and_evaluate)
+
+  raise_(ltjax.DataError('class 3 has no images; add some.'))
+  with pytest.raises(SystemExit) as stop:
+    main.run(None, 'w')
+  assert stop.value.code == 2
+  assert capsys.readouterr().err == (
+    'ltjax: error: class 3 has no images; add some.\n'
+    '(--debug shows the traceback)\n'
+  )
+  with pytest.raises(ltjax.DataError):  # --debug: the traceback
+    main.run(None, 'w', debug=True)
+  try:  # a ValueError from a library is not ltjax's: its traceback shows
+    np.zeros(-1)
+  except ValueError as error:
+    raise_(error)
+  with pytest.raises(ValueError, match='negative dimensions'):
+    main.run(None, 'w')
+  assert capsys.readouterr().err == ''
 
 
 def test_cli_prints_the_message_without_a_traceback(tmp_path):

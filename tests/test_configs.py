@@ -133,7 +133,7 @@ def test_dataset_config_trains_both_stages_on_mock_data(
   with fake_tfds_lib.mock_data(fake_tfds(sizes, num_classes, filenames)):
     results = train.train_and_evaluate(config, str(tmp_path / 'run'))
   assert results['steps'] > 2
-  test = results['last']['test']
+  test = results['seeds'][0]['last']['test']
   expected_test = sizes.get('test', sizes.get('validation'))
   assert test['num_examples'] == expected_test
   assert len(test['per_class_accuracy']) == num_classes
@@ -151,7 +151,7 @@ def test_dataset_config_trains_both_stages_on_mock_data(
       != stage1_end['params']['linear']['kernel']
     )
   saved = json.loads((tmp_path / 'run' / 'results.json').read_text())
-  assert saved['last'] == results['last']
+  assert saved['seeds'] == results['seeds']
 
 
 def test_a_record_is_never_seen_half_written(tmp_path, monkeypatch):

@@ -280,11 +280,11 @@ def runs(tmp_path_factory):
 def test_every_new_method_trains_both_stages(runs, method):
   config, workdir, results = runs[method]
   spe = results['steps'] // config.num_epochs
-  test = results['last']['test']
+  test = results['seeds'][0]['last']['test']
   assert 0 <= test['top1_error'] <= 100 and np.isfinite(test['ece'])
   posthoc = methods.get_method(method).posthoc
   if posthoc:
-    assert results['last']['posthoc_tau'] in methods.POSTHOC[posthoc].taus
+    assert results['seeds'][0]['last']['posthoc_tau'] in methods.POSTHOC[posthoc].taus
   _, final = load_numpy(workdir)
   _, stage1_end = load_numpy(workdir, step=config.stage2_epoch * spe)
   if method == 'crt':  # the backbone and its statistics, bit for bit

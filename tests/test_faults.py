@@ -37,6 +37,7 @@ FIELDS = {
   'eval_every_epochs': 1,
   'lr_boundaries': (),
   'batch_size': 50,
+  'reference_batch_size': 50,  # the config's lr, 0.1, unscaled at batch 50
   'dev_batch_size': 20,
   'checkpoint_every_steps': 2,
   'keep_checkpoints': 3,
@@ -226,7 +227,7 @@ def test_grayscale_images_repeat_the_channel(tmp_path):
   image = np.load(gray / 'dev.npz')['image']
   np.testing.assert_array_equal(data.dev.image[:, ..., 2], image[..., 0])
   results = train.train_and_evaluate(make_config(gray), tmp_path / 'run')
-  assert results['last']['test']['num_examples'] == 60
+  assert results['seeds'][0]['last']['test']['num_examples'] == 60
 
 
 def test_splits_of_different_image_sizes_are_refused(tmp_path):
@@ -333,7 +334,7 @@ def test_sigterm_checkpoints_the_step_and_resume_matches_uninterrupted(
     json.loads((d / 'results.json').read_text())
     for d in (uninterrupted, workdir)
   )
-  assert ra['last'] == rb['last'] and ra['dev_selected'] == rb['dev_selected']
+  assert ra['seeds'] == rb['seeds']
 
 
 def _free_port() -> int:

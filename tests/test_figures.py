@@ -18,7 +18,7 @@ def fake_results(meta=True):
     'dataset': 'npz',
     'method': 'ours_ce',
     'train_class_counts': [50, 20, 8, 3],
-    'last': {'test': test},
+    'seeds': [{'seed': 0, 'last': {'test': test}}],
     'conditional_weights': {
       'count': count,
       'eps_mean': [1e-5, -2e-5, 3e-5, 0.0],

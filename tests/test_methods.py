@@ -242,6 +242,19 @@ def test_learning_rate_schedule_and_warmup():
   )
 
 
+def test_learning_rate_scales_linearly_with_the_batch_size():
+  config = cifar10_config('method=ce')  # batch 100, lr 0.1
+  config.batch_size = 50
+  lr = train_step.learning_rate_fn(config, 10)
+  assert [float(lr(s)) for s in (0, 1599, 1600)] == pytest.approx(
+    [0.05, 0.05, 5e-4]
+  )
+  config.scale_lr_with_batch = False
+  assert float(train_step.learning_rate_fn(config, 10)(0)) == pytest.approx(0.1)
+  config.scale_lr_with_batch, config.batch_size = True, 100
+  assert config_lib.effective_learning_rate(config) == 0.1  # exactly
+
+
 def test_non_finite_loss_is_recorded_with_its_step():
   config, model, state, batch, dev = setup('ce')
   update = jax.jit(

@@ -90,7 +90,7 @@ def assert_written_once(workdir, steps, evals):
 
 def assert_counted_once(results, num_test):
   """Every test image counted once, not once per process (nor padded)."""
-  test = results['last']['test']
+  test = results['seeds'][0]['last']['test']
   assert test['num_examples'] == num_test
   assert sum(test['reliability']['count']) == num_test
 

@@ -143,6 +143,6 @@ def test_the_dev_set_selects_ties_to_the_later_step(devs, chosen):
     ]
     for i, d in enumerate(devs)
   ]
-  (picked,) = evaluate.last_and_dev_selected(evals, 1)
+  (picked,) = evaluate.last_and_dev_selected(evals)
   assert picked['last']['step'] == 30
   assert picked['dev_selected']['step'] == 10 * (chosen + 1)

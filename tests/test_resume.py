@@ -37,7 +37,7 @@ STAGE1_END, MID_STAGE1, MID_STAGE2 = 160.0, 80.5, 170.0
 def test_what_only_stage_2_reads_may_change_at_a_stage_1_checkpoint(
   method, fields
 ):
-  # The prefix that benchmarks.reproduce shares: ce, 160 epochs.
+  # The prefix that experiments.reproduce shares: ce, 160 epochs.
   prefix = saved('ce', num_epochs=160, lr_boundaries=(160,))
   new = config_of(method, **fields)
   assert resume.conflicts(prefix, new, STAGE1_END) == []
@@ -81,6 +81,27 @@ def test_at_a_stage_2_checkpoint_only_the_resumable_fields_may_change():
   assert resume.conflicts(before, same, MID_STAGE2) == []
 
 
+def test_a_checkpoint_from_before_the_lr_scaling_resumes_under_its_config():
+  # An older ltjax recorded no scaling fields and trained at learning_rate
+  # whatever the batch size: read as reference_batch_size = batch_size.
+  new_fields = ('scale_lr_with_batch', 'reference_batch_size')
+  old = {k: v for k, v in saved('ours_ce').items() if k not in new_fields}
+  assert resume.conflicts(old, config_of('ours_ce'), MID_STAGE2) == []
+  # Trained at batch 50 (unscaled): today's config would scale to 50/100.
+  old = {**old, 'batch_size': 50}
+  now = config_of('ours_ce', batch_size=50)
+  assert resume.conflicts(old, now, MID_STAGE2) == ['reference_batch_size']
+  now.reference_batch_size = 50  # the rate it trained at
+  assert resume.conflicts(old, now, MID_STAGE2) == []
+
+
+def test_the_scaling_may_change_at_a_stage_1_checkpoint_if_the_rate_does_not():
+  # At the config's own batch size the scaling gives the same rates.
+  before = saved('ce')
+  new = config_of('ce', scale_lr_with_batch=False)
+  assert resume.conflicts(before, new, MID_STAGE1) == []
+
+
 def test_epoch_rates_follow_the_step_schedule():
   # The trainer's float32 schedule per epoch, against the closed form
   # written out: warm-up, then drops.
@@ -89,6 +110,15 @@ def test_epoch_rates_follow_the_step_schedule():
   rates = resume.epoch_rates(fields, 7)
   want = [0.05, 0.1, 0.1, 1e-3, 1e-3, 1e-5, 1e-5]
   assert rates == pytest.approx(want, rel=1e-6)
+
+
+def test_epoch_rates_scale_with_the_batch_size():
+  fields = {'learning_rate': 0.1, 'lr_decay': 0.01, 'lr_boundaries': [3],
+            'warmup_epochs': 0, 'batch_size': 50, 'reference_batch_size': 100,
+            'scale_lr_with_batch': True}  # fmt: skip
+  assert resume.epoch_rates(fields, 4) == pytest.approx(
+    [0.05] * 3 + [5e-4], rel=1e-6
+  )
 
 
 def test_the_refusal_names_the_fields_and_what_may_change(tmp_path):

@@ -56,33 +56,40 @@ def tiny_setup(tmp_path, **overrides):
 
 
 def test_vmapped_seeds_equal_separate_runs(tmp_path):
-  config, _, data, method, model = tiny_setup(tmp_path)
+  config, _, data, method, model = tiny_setup(tmp_path, seed=11, num_seeds=2)
   keys = [jax.random.split(jax.random.key(s), 3) for s in (11, 12)]
-  init = lambda k: train_step.init_state(  # noqa: E731
-    model, config, 6, data.image_shape, data.steps_per_epoch, k
+  # Seed s of a vectorized run draws from the key of config.seed + s.
+  stacked = train.seed_keys(config)
+  for i, k in enumerate(stacked):
+    np.testing.assert_array_equal(
+      jax.random.key_data(k),
+      jax.random.key_data(jnp.stack([key[i] for key in keys])),
+    )
+  init = jax.vmap(
+    lambda k: train_step.init_state(
+      model, config, 6, data.image_shape, data.steps_per_epoch, k
+    )
   )
   for stage in ('plain', 'ours'):
     update = train_step.make_update_fn(
       stage, model, method, config, data.class_counts, data.steps_per_epoch
     )
+    step = train_step.make_train_step(update, data)  # one program, any seeds
     separate = []
-    step = train_step.make_train_step(update, data)  # one compile, two seeds
-    for k_init, k_train, k_dev in keys:
-      feeds = data.train_feeds(k_train, k_dev, 0, 0)
-      state = init(k_init)
+    for k_init, k_train, k_dev in keys:  # a seed axis of size 1
+      feeds = data.train_feeds(k_train[None], k_dev[None], 0, 0)
+      state = init(k_init[None])
       for _ in range(2):
         state, _ = step(state, next(feeds))
       separate.append(state)
-    stacked = [jnp.stack([k[i] for k in keys]) for i in range(3)]
-    step = train_step.make_train_step(update, data, 2)
     feeds = data.train_feeds(stacked[1], stacked[2], 0, 0)
-    state = jax.vmap(init)(stacked[0])
+    state = init(stacked[0])
     for _ in range(2):
       state, _ = step(state, next(feeds))
     for s in range(2):
       for a, b in zip(
         jax.tree.leaves(jax.tree.map(lambda x, s=s: x[s], state.params)),
-        jax.tree.leaves(separate[s].params),
+        jax.tree.leaves(jax.tree.map(lambda x: x[0], separate[s].params)),
         strict=True,
       ):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -113,13 +120,39 @@ def test_bfloat16_meta_step_losses_stay_float32(tmp_path):
   update = train_step.make_update_fn(
     'ours', model, method, config, data.class_counts, data.steps_per_epoch
   )
-  k = jax.random.split(jax.random.key(0), 3)
+  k_init, k_train, k_dev = train.seed_keys(config)
   step = train_step.make_train_step(update, data)
-  feeds = data.train_feeds(k[1], k[2], 0, 0)
-  state = train_step.init_state(
-    model, config, 6, data.image_shape, data.steps_per_epoch, k[0]
-  )
+  feeds = data.train_feeds(k_train, k_dev, 0, 0)
+  state = jax.vmap(
+    lambda k: train_step.init_state(
+      model, config, 6, data.image_shape, data.steps_per_epoch, k
+    )
+  )(k_init)
   state, metrics = step(state, next(feeds))
   assert metrics['train/loss'].dtype == jnp.float32
-  assert np.isfinite(float(metrics['train/loss']))
-  assert float(jnp.abs(state.weight_stats[:, 1]).sum()) > 0  # ε learned
+  assert np.all(np.isfinite(metrics['train/loss']))
+  assert float(jnp.abs(state.weight_stats[0, :, 1]).sum()) > 0  # ε learned
+
+
+def test_a_checkpoint_without_the_seed_axis_restores_as_seed_0(tmp_path):
+  # An older ltjax kept one seed's state without the leading seed axis.
+  from ltjax.checkpoint import Checkpointer
+
+  config, mesh, data, _, model = tiny_setup(tmp_path)
+  init = train.make_init_fn(config, model, data, mesh)
+  k_init = train.seed_keys(config)[0]
+  state = init(k_init)
+  assert state.step.shape == (1,)
+  old = jax.tree.map(lambda x: x[0], state).replace(
+    step=jnp.asarray(7, jnp.int32)
+  )
+  ckpt = Checkpointer(tmp_path / 'run')
+  ckpt.save(old)
+  ckpt.wait()
+  restored = train.restore_or_init_state(ckpt, init, k_init)
+  ckpt.close()
+  assert restored.step.shape == (1,) and int(restored.step[0]) == 7
+  for a, b in zip(
+    jax.tree.leaves(restored), jax.tree.leaves(old), strict=True
+  ):
+    np.testing.assert_array_equal(a[0], b)

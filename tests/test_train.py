@@ -12,6 +12,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import ltjax
+from ltjax import evaluate
 from ltjax.checkpoint import load_numpy
 from ltjax.summary import read_jsonl
 
@@ -65,14 +67,16 @@ def test_cli_trains_both_stages_and_writes_everything(full_run):
   results = json.loads((workdir / 'results.json').read_text())
   assert results['steps'] == 54
   assert results['train_class_counts'][0] == 398  # (4085 - 100) / 10
-  test = results['last']['test']
+  test = results['seeds'][0]['last']['test']
   assert test['num_examples'] == 1000 and len(test['per_class_accuracy']) == 10
   for k in ('top1_error', 'top3_error', 'top5_error'):
     assert 0 <= test[k] <= 100
   assert test['top1_error'] >= test['top3_error'] >= test['top5_error']
   # Dev selection picks among the evaluations at epochs 2, 4 and 6.
-  assert results['dev_selected']['epoch'] in (2, 4, 6)
-  evals = read_jsonl(workdir / 'evals.jsonl')
+  assert results['seeds'][0]['dev_selected']['epoch'] in (2, 4, 6)
+  rows = read_jsonl(workdir / 'evals.jsonl')
+  assert all(len(row['seeds']) == 1 for row in rows)  # one seed
+  evals = [r for row in rows for r in evaluate.row_records(row)]
   assert [e['epoch'] for e in evals] == [2, 4, 6]
   # The meta stage learned conditional weights for every class.
   cw = results['conditional_weights']
@@ -133,7 +137,7 @@ def test_sigkill_then_resume_matches_uninterrupted(
   ra, rb = (
     json.loads((d / 'results.json').read_text()) for d in (full_dir, workdir)
   )
-  assert ra['last'] == rb['last'] and ra['dev_selected'] == rb['dev_selected']
+  assert ra['seeds'] == rb['seeds']
 
   # The log reads as one run: the same records as the uninterrupted run's,
   # those after the checkpoint written once, with the same losses.
@@ -149,11 +153,11 @@ def test_sigkill_then_resume_matches_uninterrupted(
 @pytest.mark.parametrize(
   'field, value, match',
   [
-    ('method', 'magic', "unknown method 'magic'"),
-    ('dataset', 'mnist', "unknown dataset 'mnist'"),
-    ('data.imbalance', 0.5, 'imbalance must be >= 1'),
+    ('method', 'magic', "config.method='magic' is not allowed: use one of"),
+    ('dataset', 'mnist', "config.dataset='mnist' is not allowed: use one of"),
+    ('data.imbalance', 0.5, r'imbalance=0.5 is not allowed: use 0 .* or >= 1'),
     ('batch_size', 5000, 'batch size 5000 exceeds the 983'),
-    ('model', 'vgg', "unknown model 'vgg'"),
+    ('model', 'vgg', "config.model='vgg' is not allowed: use one of"),
   ],
 )
 def test_bad_input_stops_before_training(
@@ -176,7 +180,7 @@ def test_bad_input_stops_before_training(
     raise AssertionError('reached model init')
 
   monkeypatch.setattr(train, 'make_init_fn', no_init)
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(ltjax.Error, match=match):  # one line on the CLI
     train.train_and_evaluate(config, tmp_path)
   assert not (tmp_path / 'checkpoints').exists()
 
@@ -215,7 +219,7 @@ def test_own_npz_files_as_readme_shows(tmp_path):
   assert (
     results['train_class_counts'] == np.bincount(train, minlength=20).tolist()
   )
-  assert results['last']['test']['num_examples'] == 60
+  assert results['seeds'][0]['last']['test']['num_examples'] == 60
 
 
 def test_the_log_is_ltjax_own_and_ends_with_where_the_results_are(full_run):

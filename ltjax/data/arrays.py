@@ -16,6 +16,7 @@ import zipfile
 import numpy as np
 
 from ltjax.data.longtail import empty_class_message
+from ltjax.errors import DataError, MissingFileError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,34 +47,34 @@ def from_arrays(image, label, *, num_classes=None, name='arrays') -> ArrayData:
   labels integers in ``[0, num_classes)`` when ``num_classes`` is given.
 
   Raises:
-    ValueError: naming ``name`` and what is wrong with it.
+    DataError: naming ``name`` and what is wrong with it.
   """
   image = np.asarray(image)
   label = np.asarray(label)
   if image.ndim != 4 or image.shape[-1] not in (1, 3):
-    raise ValueError(
+    raise DataError(
       f'{name}: image must be [N, H, W, C] with C = 1 or 3 (channels last), '
       f'got shape {image.shape}.'
     )
   if image.dtype != np.uint8:
-    raise ValueError(
+    raise DataError(
       f'{name}: image must be uint8 in 0..255, got {image.dtype}; convert '
       f'with np.clip(x, 0, 255).astype(np.uint8) if it is 0..255 already.'
     )
   if label.ndim != 1 or not np.issubdtype(label.dtype, np.integer):
-    raise ValueError(
+    raise DataError(
       f'{name}: label must be 1-D integers, got {label.dtype} {label.shape}.'
     )
   if len(label) != len(image):
-    raise ValueError(
+    raise DataError(
       f'{name}: {len(image)} images but {len(label)} labels; they must match.'
     )
   if len(label) == 0:
-    raise ValueError(f'{name}: no examples.')
+    raise DataError(f'{name}: no examples.')
   if label.min() < 0 or (
     num_classes is not None and label.max() >= num_classes
   ):
-    raise ValueError(
+    raise DataError(
       f'{name}: labels must lie in [0, {num_classes}), found '
       f'{label.min()}..{label.max()}.'
     )
@@ -86,19 +87,19 @@ def load_npz(path, *, num_classes=None) -> ArrayData:
   The file is opened with ``allow_pickle=False``: object arrays are refused.
 
   Raises:
-    FileNotFoundError: the file does not exist.
-    ValueError: the file is not a readable ``.npz``, lacks a key, or holds
+    MissingFileError: the file does not exist.
+    DataError: the file is not a readable ``.npz``, lacks a key, or holds
       malformed arrays.
   """
   path = os.fspath(path)
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise MissingFileError(
       f'no such file: {path}. Write one with '
       f'np.savez(path, image=uint8 [N, H, W, 3], label=int [N]), or point the '
       f'config/flag at the folder that holds it.'
     )
   if not zipfile.is_zipfile(path):
-    raise ValueError(
+    raise DataError(
       f'{path} is not a readable .npz file (not a zip archive); write it with '
       f'np.savez(path, image=..., label=...).'
     )
@@ -106,16 +107,16 @@ def load_npz(path, *, num_classes=None) -> ArrayData:
     with np.load(path, allow_pickle=False) as f:
       missing = {'image', 'label'} - set(f.files)
       if missing:
-        raise ValueError(
+        raise DataError(
           f'{path} lacks key(s) {sorted(missing)}; it has {sorted(f.files)}. '
           f'Save it as np.savez(path, image=..., label=...).'
         )
       image, label = f['image'], f['label']
   except (zipfile.BadZipFile, OSError, EOFError) as e:
-    raise ValueError(f'{path} is not a readable .npz file: {e}') from e
+    raise DataError(f'{path} is not a readable .npz file: {e}') from e
   except ValueError as e:
     if 'pickle' in str(e):
-      raise ValueError(
+      raise DataError(
         f'{path} holds object (pickled) arrays, which are not read; save '
         f'plain numeric arrays.'
       ) from e
@@ -131,18 +132,18 @@ def balanced_holdout(labels, num_classes: int, per_class: int, seed: int = 0):
   int64 index arrays that partition ``range(len(labels))``.
 
   Raises:
-    ValueError: a class has fewer than ``per_class`` examples.
+    DataError: a class has fewer than ``per_class`` examples.
   """
   labels = np.asarray(labels)
   counts = np.bincount(labels, minlength=num_classes)
   if per_class < 0 or counts.min() < per_class:
     c = int(np.argmin(counts))
     if counts[c] == 0:
-      raise ValueError(
+      raise DataError(
         f'a holdout of {per_class} per class is impossible: '
         + empty_class_message(counts, 'the labels')
       )
-    raise ValueError(
+    raise DataError(
       f'a holdout of {per_class} per class is impossible: class {c} has '
       f'{counts[c]} examples; use at most {counts.min()}.'
     )

@@ -18,6 +18,7 @@ import numpy as np
 
 from ltjax.data import augment as augment_lib
 from ltjax.data.arrays import ArrayData
+from ltjax.errors import ConfigError
 
 
 class DeviceData(NamedTuple):
@@ -37,7 +38,7 @@ def to_device(data: ArrayData, sharding=None) -> DeviceData:
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   """Full batches per epoch (the remainder, different each epoch, is dropped)."""
   if batch_size > num_examples:
-    raise ValueError(
+    raise ConfigError(
       f'batch size {batch_size} exceeds the {num_examples} training examples; '
       f'lower the batch size.'
     )

@@ -15,6 +15,8 @@ import hashlib
 
 import numpy as np
 
+from ltjax.errors import DataError
+
 # Shot groups of long-tail papers, by training images per class.
 MANY_SHOT_MIN = 101  # more than 100
 FEW_SHOT_MAX = 19  # fewer than 20
@@ -162,7 +164,7 @@ def check_no_empty_class(counts, where: str) -> None:
   """Refuses class counts with an empty class (:func:`empty_class_message`)."""
   message = empty_class_message(counts, where)
   if message:
-    raise ValueError(message)
+    raise DataError(message)
 
 
 def long_tail_split(
@@ -195,10 +197,12 @@ def long_tail_split(
     A :class:`LongTailSplit`.
 
   Raises:
-    ValueError: for ``IF < 1``, an unknown profile, labels out of range, a
-      class with fewer images than ``dev_per_class``, or a class with fewer
-      images than the profile asks for (the message names the class and the
-      largest ``n_max`` that fits).
+    ValueError: for ``IF < 1``, an unknown profile, labels that are not 1-D
+      integers, or ``dev_per_class < 0``.
+    ltjax.errors.DataError: labels out of range, an empty class, a class with
+      fewer images than ``dev_per_class``, or a class with fewer images than
+      the profile asks for (the message names the class and the largest
+      ``n_max`` that fits).
   """
   imbalance = _check_imbalance(imbalance)
   if profile not in PROFILES:
@@ -211,7 +215,7 @@ def long_tail_split(
       f'labels must be 1-D integers, got {labels.dtype} {labels.shape}.'
     )
   if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-    raise ValueError(
+    raise DataError(
       f'labels must lie in [0, {num_classes}), found {labels.min()}..'
       f'{labels.max()}.'
     )
@@ -222,7 +226,7 @@ def long_tail_split(
   short = np.flatnonzero(per_class < dev_per_class)
   if short.size:
     c = short[0]
-    raise ValueError(
+    raise DataError(
       f'dev_per_class={dev_per_class} but class {c} has only '
       f'{per_class[c]} images; lower dev_per_class to at most '
       f'{per_class.min()}.'
@@ -236,7 +240,7 @@ def long_tail_split(
   if short.size:
     c = short[0]
     fit = _largest_fitting_n_max(profile_fn, available, num_classes, imbalance)
-    raise ValueError(
+    raise DataError(
       f'class {c} has {available[c]} images after the dev set but the '
       f'{profile} profile with n_max={n_max:g}, imbalance={imbalance:g} asks '
       f'for {counts[c]}; the largest n_max that fits is {fit}.'

@@ -19,6 +19,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ltjax import files
+from ltjax.errors import ConfigError, DataError, MissingFileError
 
 PLACES_LT_LISTS = {
   'train': 'Places_LT_train.txt',
@@ -37,14 +38,14 @@ HELP = (
 def check_lists(places_lt_dir) -> dict:
   """``{split: path}`` of the three list files in ``places_lt_dir``."""
   if places_lt_dir is None:
-    raise ValueError(f'places_lt needs places_lt_dir. {HELP}')
+    raise ConfigError(f'places_lt needs places_lt_dir. {HELP}')
   paths = {
     split: os.path.join(os.fspath(places_lt_dir), fname)
     for split, fname in PLACES_LT_LISTS.items()
   }
   missing = [p for p in paths.values() if not os.path.isfile(p)]
   if missing:
-    raise FileNotFoundError(f'missing {missing}. {HELP}')
+    raise MissingFileError(f'missing {missing}. {HELP}')
   return paths
 
 
@@ -71,14 +72,14 @@ def match_list(list_path, names, tfds_split):
         labels.append(int(label))
   missing = [p for p in paths if p not in where]
   if missing:
-    raise ValueError(
+    raise DataError(
       f'{len(missing)} of {len(paths)} images of {list_path} are '
       f'not in tfds places365_small/{tfds_split} (first: '
       f'{missing[:3]}; tfds names look like {names[:2]}).'
     )
   records = np.array([where[p] for p in paths], np.int64)
   if len(np.unique(records)) != len(records):
-    raise ValueError(f'{list_path} lists an image twice.')
+    raise DataError(f'{list_path} lists an image twice.')
   order = np.argsort(records)
   return records[order], np.asarray(labels, np.int32)[order]
 

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 
 from ltjax.data.arrays import balanced_holdout
+from ltjax.errors import ConfigError
 
 _TFDS_BUILD = (
   'Prepare it on a machine with internet: `tfds build {tfds} '
@@ -104,6 +105,26 @@ SPECS = {
 }  # fmt: skip
 DEV_SOURCES = ('validation', 'carve')
 
+# The names config.dataset takes. Array datasets are loaded whole and kept on
+# the device, {name: classes}: the on-device specs, and 'npz' (the user's own
+# .npz files, config.num_classes classes). The others stream from tfds.
+ARRAY_DATASETS = {
+  **{name: s.num_classes for name, s in SPECS.items() if s.on_device},
+  'npz': None,
+}
+LARGE_DATASETS = tuple(name for name, s in SPECS.items() if not s.on_device)
+DATASETS = (*ARRAY_DATASETS, *LARGE_DATASETS)
+
+
+def check_dataset_name(name: str) -> None:
+  """Raises :class:`ltjax.errors.ConfigError` unless ``name`` is one of
+  :data:`DATASETS`."""
+  if name not in DATASETS:
+    raise ConfigError(
+      f'unknown dataset {name!r} (config.dataset); choose one of '
+      f'{sorted(ARRAY_DATASETS) + list(LARGE_DATASETS)}.'
+    )
+
 
 def get_spec(name: str, dev_source: str = 'validation') -> DatasetSpec:
   """The :class:`DatasetSpec` of ``name``.
@@ -115,12 +136,12 @@ def get_spec(name: str, dev_source: str = 'validation') -> DatasetSpec:
       train instead.
 
   Raises:
-    ValueError: unknown name or dev_source.
+    ConfigError: unknown name or dev_source.
   """
   if name not in SPECS:
-    raise ValueError(f'unknown dataset {name!r}; known: {sorted(SPECS)}.')
+    raise ConfigError(f'unknown dataset {name!r}; known: {sorted(SPECS)}.')
   if dev_source not in DEV_SOURCES:
-    raise ValueError(
+    raise ConfigError(
       f'dev_source must be one of {DEV_SOURCES}, got {dev_source!r}.'
     )
   spec = SPECS[name]

@@ -38,6 +38,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow as tf
 
+from ltjax.errors import ConfigError
+
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 CROP_SCALE = (0.08, 1.0)
@@ -318,7 +320,7 @@ def train_batches(
   ds, n = _with_size(ds, num_examples)
   steps = steps_per_epoch(n, batch_size, process_count)
   if steps == 0:
-    raise ValueError(
+    raise ConfigError(
       f'{n} examples make no full global batch of {batch_size} x '
       f'{process_count} processes.'
     )
@@ -380,7 +382,7 @@ def eval_batches(
   """
   _check_process(process_index, process_count)
   if resize_size < image_size:
-    raise ValueError(
+    raise ConfigError(
       f'resize_size={resize_size} must be >= image_size={image_size}.'
     )
   ds, n = _with_size(ds, num_examples)

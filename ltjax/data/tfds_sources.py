@@ -59,6 +59,7 @@ from ltjax.data.specs import DevSplit as DevSplit
 from ltjax.data.specs import carve_dev as carve_dev
 from ltjax.data.specs import get_spec as get_spec
 from ltjax.data.tf_pipeline import hide_gpus_from_tf
+from ltjax.errors import MissingFileError
 
 hide_gpus_from_tf()
 
@@ -103,9 +104,10 @@ class TfdsSource:
       :func:`ltjax.data.tfds_cache.default_cache_dir`; '' : no cache.
 
   Raises:
-    ValueError: unknown name.
-    FileNotFoundError: the dataset is not prepared in ``data_dir``, or a
-      Places-LT list file is missing; the message says how to prepare it.
+    ltjax.errors.ConfigError: unknown name.
+    ltjax.errors.MissingFileError: the dataset is not prepared in
+      ``data_dir``, or a Places-LT list file is missing; the message says
+      how to prepare it.
   """
 
   def __init__(
@@ -134,7 +136,7 @@ class TfdsSource:
       # The one place that may use the network, and only when asked to.
       self.builder.download_and_prepare()
     if not self.builder.is_prepared():
-      raise FileNotFoundError(
+      raise MissingFileError(
         f'{name}: tfds dataset {self.spec.tfds_name} is not prepared in '
         f'{self.builder.data_dir} (nothing is downloaded here). '
         + self.spec.prepare.format(

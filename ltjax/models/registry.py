@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from ltjax.errors import ConfigError
 from ltjax.models.cifar_resnet import ResNet32, TinyResNet
 from ltjax.models.resnet import ResNet10, ResNet50, ResNet152
 
@@ -22,7 +23,7 @@ TORCHVISION_LAYOUT = ('resnet10', 'resnet50', 'resnet152')
 
 def check_model(name: str) -> None:
   if name not in MODELS:
-    raise ValueError(
+    raise ConfigError(
       f'unknown model {name!r} (config.model); choose one of {sorted(MODELS)}.'
     )
 

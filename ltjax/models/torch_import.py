@@ -27,6 +27,8 @@ from collections.abc import Mapping
 import numpy as np
 from flax import traverse_util
 
+from ltjax.errors import ConfigError, DataError, MissingFileError
+
 HEAD = 'fc'  # the classifier's name in torchvision's ResNets and ltjax's
 _LEAVES = {
   'kernel': 'weight',
@@ -67,7 +69,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   ``weights_only=True``: the file's tensors, never its code.
   """
   if not os.path.isfile(path):
-    raise FileNotFoundError(
+    raise MissingFileError(
       f'config.init_from: no file {path}. Give the path of a torchvision '
       f'ResNet state_dict (.pth), or an empty string to train from scratch.'
     )
@@ -81,7 +83,7 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
   if not isinstance(loaded, Mapping) or not all(
     isinstance(v, torch.Tensor) for v in loaded.values()
   ):
-    raise ValueError(
+    raise DataError(
       f'config.init_from: {path} holds no state_dict (a mapping of names to '
       f'tensors); save one with torch.save(model.state_dict(), path).'
     )
@@ -107,8 +109,8 @@ def _to_flax(value: np.ndarray) -> np.ndarray:
   return value
 
 
-def _mismatch(where: str, detail: str, model_name: str) -> ValueError:
-  return ValueError(
+def _mismatch(where: str, detail: str, model_name: str) -> ConfigError:
+  return ConfigError(
     f'config.init_from: {where} is not the architecture of config.model '
     f'{model_name!r}; the first differing layer is {detail}. Set '
     f'config.model to the architecture the weights were saved from (for '
@@ -140,8 +142,8 @@ def convert_resnet(
     flag says so.
 
   Raises:
-    ValueError: the body differs from the model's; it names the first
-      differing layer in module order.
+    ltjax.errors.ConfigError: the body differs from the model's; it names
+      the first differing layer in module order.
   """
   flat = traverse_util.flatten_dict(template)
   expected = {torch_key(p): p for p in flat}
