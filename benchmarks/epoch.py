@@ -261,8 +261,8 @@ def ltjax_epochs(args, config, data) -> dict:
       'first': first,
       'compile': clock.seconds,
       'recompiles': recompiles.count,
-      'loss': float(metrics['train/loss']),
-      'finite': int(state.first_bad_step) < 0,
+      'loss': float(metrics['train/loss'][0]),  # the first seed's
+      'finite': int(state.first_bad_step[0]) < 0,
     }
   return out
 

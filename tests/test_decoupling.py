@@ -306,7 +306,7 @@ def test_every_new_method_trains_both_stages(runs, method):
       final['params']['linear'],
       stage1_end['params']['linear'],
     )
-    assert final['params']['class_scale'].shape == (6,)
+    assert final['params']['class_scale'].shape == (1, 6)  # seed axis, classes
 
 
 @pytest.mark.parametrize('method, cut', [('crt', 0), ('lws', 2)])

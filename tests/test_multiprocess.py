@@ -5,13 +5,11 @@ batch. Each process is ``tests/multiprocess_run.py``."""
 import json
 import os
 import pathlib
-import shutil
 import socket
 import subprocess
 import sys
 from collections import Counter
 
-import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -103,7 +101,7 @@ ARRAY_FIELDS = {
   'data.dev_file': 'dev.npz', 'num_epochs': 2, 'stage2_epoch': 1,
   'eval_every_epochs': 1, 'lr_boundaries': [], 'batch_size': 50,
   'dev_batch_size': 20, 'checkpoint_every_steps': 4, 'keep_checkpoints': 5,
-  'log_every_steps': 1,
+  'log_every_steps': 1, 'scale_lr_with_batch': False,
 }  # fmt: skip
 
 
@@ -129,7 +127,7 @@ def array_spec(npz_dir, workdir):
   }
 
 
-def test_two_processes_train_arrays_as_one_and_resume(npz_dir, tmp_path):
+def test_two_processes_train_arrays_as_one(npz_dir, tmp_path):
   one, two = tmp_path / 'one', tmp_path / 'two'
   run(array_spec(npz_dir, one), 1)
   run(array_spec(npz_dir, two), 2)
@@ -143,20 +141,8 @@ def test_two_processes_train_arrays_as_one_and_resume(npz_dir, tmp_path):
   # One checkpoint folder per save (steps 4, 8, the last, and 6, where
   # stage 2 starts), written once.
   assert sorted(os.listdir(two / 'checkpoints')) == ['12', '4', '6', '8']
-  final = load_numpy(two)[1]
-
-  # Both processes resume from the checkpoint at step 8 and end as before.
-  shutil.rmtree(two / 'checkpoints' / '12')
-  (two / 'results.json').unlink()
-  errs = run(array_spec(npz_dir, two), 2)
-  for err in errs:
-    assert 'Resumed from the checkpoint at step 8' in err
-  step, resumed = load_numpy(two)
-  assert step == 12
-  for x, y in zip(
-    jax.tree.leaves(final), jax.tree.leaves(resumed), strict=True
-  ):
-    np.testing.assert_array_equal(x, y)
+  # A two-process resume ends bit-identical to an uninterrupted two-process
+  # run: tests/test_faults.py, after a SIGTERM to one of the processes.
 
 
 # --- A large (tfds, host-pipeline) dataset, mocked ------------------------
@@ -174,6 +160,7 @@ def tfds_spec(workdir, record):
       'eval_every_epochs': 1,
       'log_every_steps': 1,
       'batch_size': 512,
+      'scale_lr_with_batch': False,  # the rate these tolerances were set at
       'dev_batch_size': 256,
       'eval_batch_size': 256,
       'data.dev_per_class': 1,

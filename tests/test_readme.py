@@ -3,6 +3,7 @@ lead to files of the repository."""
 
 import pathlib
 import re
+import shlex
 
 import numpy as np
 
@@ -33,3 +34,48 @@ def test_readme_and_docs_link_to_files_that_exist():
         continue
       path = (page.parent / target).resolve()
       assert path.is_relative_to(REPO) and path.exists(), (page.name, target)
+
+
+def readme_commands() -> list[list[str]]:
+  """Every command of README's ``bash`` blocks, continued lines joined,
+  comments dropped, split at ``&&``."""
+  text = (REPO / 'README.md').read_text()
+  out = []
+  for block in re.findall(r'```bash\n(.*?)```', text, re.S):
+    joined = re.sub(r'\\\n\s*', ' ', block)
+    for line in joined.splitlines():
+      for command in line.split('#')[0].split('&&'):
+        if command.strip():
+          out.append(shlex.split(command))
+  return out
+
+
+def test_every_readme_training_command_names_a_valid_config():
+  # Training itself is tested elsewhere (test_train, test_configs); here
+  # each command README gives is loaded as --config and --config.* would
+  # load it, and checked as the trainer checks it before reading data.
+  from ltjax import config_check, config_lib
+
+  commands = readme_commands()
+  trainer = [c for c in commands if c[:3] == ['python', '-m', 'ltjax.main']]
+  assert len(trainer) >= 4
+  others = {' '.join(c[:3]) for c in commands if c not in trainer}
+  # The rest: the install, the test command and the grid (test_reproduce).
+  assert others == {
+    'pip install -e', 'python -m pytest', 'python -m experiments.reproduce'
+  }
+  for command in trainer:
+    flags = dict(a[2:].split('=', 1) for a in command[3:])
+    assert 'workdir' in flags
+    path, _, variant = flags.pop('config').partition(':')
+    config = config_lib.from_file(REPO / path, variant)
+    for key, value in flags.items():
+      if not key.startswith('config.'):
+        continue
+      *parents, leaf = key.removeprefix('config.').split('.')
+      node = config
+      for p in parents:
+        node = node[p]
+      old = node[leaf]
+      node[leaf] = value == 'True' if isinstance(old, bool) else type(old)(value)
+    config_check.check(config)
