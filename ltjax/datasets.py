@@ -16,7 +16,6 @@ import os
 import numpy as np
 
 from ltjax import data as data_lib
-from ltjax.data import tfds_cache
 from ltjax.data.specs import ARRAY_DATASETS as ARRAY_DATASETS
 from ltjax.data.specs import LARGE_DATASETS as LARGE_DATASETS
 from ltjax.data.specs import check_dataset_name as check_dataset_name
@@ -67,12 +66,7 @@ def _load_full_splits(config):
     return (*splits, num_classes)
   from ltjax.data import tfds_sources  # lazily: it imports TensorFlow
 
-  source = tfds_sources.TfdsSource(
-    config.dataset,
-    data_dir=cfg.tfds_data_dir or None,
-    download=cfg.download,
-    cache_dir=tfds_cache.tfds_cache_dir(cfg),
-  )
+  source = tfds_sources.from_config(config)
   train, test = source.arrays('train'), source.arrays('test')
   return train, test, None, source.num_classes
 

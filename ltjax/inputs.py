@@ -5,8 +5,9 @@ device by :class:`DeviceInput`. Large datasets (iNaturalist, ImageNet-LT,
 Places-LT) stream through the tf.data host pipeline of
 :mod:`ltjax.data.tf_pipeline` (:class:`HostInput`).
 
-An input only feeds the step (:func:`ltjax.train_step.make_train_step`):
-``train_feeds(...)`` yields one ``feed`` per step and ``batch(feed, step)``,
+An input (the protocol :class:`Input`) only feeds the step
+(:func:`ltjax.train_step.make_train_step`): ``train_feeds(...)`` yields one
+``feed`` per step and ``batch(feed, step)``,
 called inside the jit, turns it into ``(batch, dev_batch)``. For the device
 input the feed is the device-resident data and the keys, and the batches
 are gathered and augmented inside the step; for the host input the feed is
@@ -17,6 +18,8 @@ the sharded batches themselves. ``eval_batches(split)`` and
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -26,8 +29,51 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ltjax import datasets, phases
-from ltjax.data import augment, device_pipeline, tfds_cache
+from ltjax.data import augment, device_pipeline
 from ltjax.errors import ConfigError
+
+
+@runtime_checkable
+class Input(Protocol):
+  """What feeds the trainer's step: :class:`DeviceInput` (arrays kept on
+  the device) and :class:`HostInput` (a tf.data host pipeline) are the two.
+
+  Attributes:
+    num_classes, class_counts: ``C`` and the training images per class.
+    image_shape: ``(H, W, 3)`` of the images the model sees.
+    summary, digest: the split in words, and its sha256.
+    num_train_examples, steps_per_epoch: the training set and its epoch.
+    batch_sharding: how a batch lies over the mesh (``P('data')``).
+    feed_axes: ``jax.vmap``'s ``in_axes`` of a feed over the state's seed
+      axis (:func:`ltjax.train_step.over_seeds`).
+  """
+
+  num_classes: int
+  class_counts: np.ndarray
+  image_shape: tuple[int, ...]
+  summary: str
+  digest: str
+  num_train_examples: int
+  steps_per_epoch: int
+  batch_sharding: NamedSharding
+  feed_axes: Any
+
+  def train_feeds(
+    self, k_train, k_dev, start_step, meta_start, samplers=()
+  ) -> Iterator:
+    """One feed per step from ``start_step`` on; ``k_train``, ``k_dev``
+    with the seed axis. ``meta_start``: the first step that reads dev
+    batches (None: never); ``samplers``: ``((first_step, sampler), ...)``."""
+
+  def batch(self, feed, step, sampler='instance'):
+    """``(batch, dev_batch)`` of ``step``, inside the jit."""
+
+  def eval_batches(self, split) -> Iterator:
+    """``(x, labels, mask)`` per evaluation batch of ``split`` ('test' or
+    'dev'), on host."""
+
+  def prepare_eval(self, x):
+    """The images of ``x``, inside the jit."""
 
 
 def _pad_to(arr, size):
@@ -126,36 +172,34 @@ class HostInput:
   def __init__(self, config, mesh):
     from ltjax.data import tf_pipeline, tfds_sources  # import TensorFlow
 
-    cfg = config.data
     self._config = config
     self._tfp = tf_pipeline
     self.phases = {}  # seconds per start-up phase (ltjax.phases)
     with phases.phase('open the tfds dataset', self.phases):
-      source = tfds_sources.TfdsSource(
-        config.dataset,
-        data_dir=cfg.tfds_data_dir or None,
-        dev_source=cfg.dev_source,
-        places_lt_dir=cfg.places_lt_dir or None,
-        download=cfg.download,
-        dev_per_class=cfg.dev_per_class,
-        cache_dir=tfds_cache.tfds_cache_dir(cfg),
-      )
-    spec = source.spec
+      source = tfds_sources.from_config(config)
     with phases.phase('read the labels', self.phases):
-      train_labels = source.labels(spec.train_split)
-      test_labels = source.labels(spec.test_split)
+      train_labels = source.labels(source.spec.train_split)
+      test_labels = source.labels(source.spec.test_split)
     with phases.phase('carve the dev split', self.phases):
-      split = source.dev_split(cfg.split_seed)
-    self.num_classes = source.num_classes
+      split = source.dev_split(config.data.split_seed)
+    self._describe(split, source.num_classes, train_labels, test_labels)
+    self._process = (jax.process_index(), jax.process_count())
+    self.batch_sharding = NamedSharding(mesh, P('data'))
+    with phases.phase('build the tf.data datasets', self.phases):
+      self._build_datasets(source, split, test_labels)
+
+  def _describe(self, split, num_classes, train_labels, test_labels):
+    """What follows from the dev split: the training set's classes and
+    counts, the steps per epoch, the split's digest and summary."""
+    config = self._config
+    self.num_classes = num_classes
     self._train_labels = train_labels[split.train]
     self.class_counts = np.bincount(
       self._train_labels, minlength=self.num_classes
     )
     self.image_shape = (config.image_size, config.image_size, 3)
-    self._process = (jax.process_index(), jax.process_count())
-    self.batch_sharding = NamedSharding(mesh, P('data'))
     self.num_train_examples = len(split.train)
-    self.steps_per_epoch = tf_pipeline.steps_per_epoch(
+    self.steps_per_epoch = self._tfp.steps_per_epoch(
       len(split.train), config.batch_size
     )
     if self.steps_per_epoch == 0:
@@ -163,23 +207,6 @@ class HostInput:
         f'batch size {config.batch_size} exceeds the {len(split.train)} '
         'training examples; lower the batch size.'
       )
-    with phases.phase('build the tf.data datasets', self.phases):
-      self._train = (
-        source.dataset(spec.train_split, split.train, decode=False),
-        len(split.train),
-      )
-      self._dev_train = (
-        source.dataset(split.dev_from, split.dev, decode=False),
-        len(split.dev),
-      )
-      self._eval = {
-        'test': source.dataset(spec.test_split, decode=False),
-        'dev': self._dev_train[0],
-      }
-    self._eval_labels = {
-      'test': test_labels,
-      'dev': source.labels(split.dev_from)[split.dev],
-    }
     self.digest, self.summary = datasets.describe_split(
       config.dataset,
       split.train,
@@ -189,6 +216,25 @@ class HostInput:
       len(test_labels),
       dev_from=split.dev_from,
     )
+
+  def _build_datasets(self, source, split, test_labels):
+    """The tf.data datasets of training, dev and evaluation (undecoded)."""
+    self._train = (
+      source.dataset(source.spec.train_split, split.train, decode=False),
+      len(split.train),
+    )
+    self._dev_train = (
+      source.dataset(split.dev_from, split.dev, decode=False),
+      len(split.dev),
+    )
+    self._eval = {
+      'test': source.dataset(source.spec.test_split, decode=False),
+      'dev': self._dev_train[0],
+    }
+    self._eval_labels = {
+      'test': test_labels,
+      'dev': source.labels(split.dev_from)[split.dev],
+    }
 
   def _global(self, local):
     return jax.tree.map(
@@ -289,7 +335,7 @@ class HostInput:
     return x
 
 
-def build_input(config, mesh):
+def build_input(config, mesh) -> Input:
   """The :class:`DeviceInput` or :class:`HostInput` the dataset needs."""
   datasets.check_dataset_name(config.dataset)
   if config.dataset in datasets.LARGE_DATASETS:

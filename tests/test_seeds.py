@@ -158,3 +158,18 @@ def test_a_checkpoint_without_the_seed_axis_restores_as_seed_0(tmp_path):
     jax.tree.leaves(restored), jax.tree.leaves(old), strict=True
   ):
     np.testing.assert_array_equal(a[0], b)
+
+
+def test_both_inputs_follow_the_input_protocol(tmp_path):
+  import inspect
+
+  _, _, data, _, _ = tiny_setup(tmp_path)
+  assert isinstance(data, inputs.Input)  # every member, on an instance
+  methods_ = ('train_feeds', 'batch', 'eval_batches', 'prepare_eval')
+  fields = [n for n in inputs.Input.__annotations__ if n != 'feed_axes']
+  source = inspect.getsource(inputs.HostInput)  # TensorFlow not needed
+  for name in methods_:
+    assert callable(getattr(inputs.HostInput, name)), name
+  assert hasattr(inputs.HostInput, 'feed_axes')
+  for name in fields:
+    assert f'self.{name} =' in source or f'self.{name},' in source, name

@@ -82,6 +82,21 @@ def _read_config():
   return tfds.ReadConfig(options=options, shuffle_seed=0)
 
 
+def from_config(config) -> TfdsSource:
+  """The :class:`TfdsSource` that ``config`` reads (``config.dataset`` and
+  the fields of ``config.data``): the one place a config becomes one."""
+  cfg = config.data
+  return TfdsSource(
+    config.dataset,
+    data_dir=cfg.tfds_data_dir or None,
+    dev_source=cfg.dev_source,
+    places_lt_dir=cfg.places_lt_dir or None,
+    download=cfg.download,
+    dev_per_class=cfg.dev_per_class,
+    cache_dir=tfds_cache.tfds_cache_dir(cfg),
+  )
+
+
 class TfdsSource:
   """A benchmark read from prepared tfds files, offline.
 
