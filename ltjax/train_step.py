@@ -263,28 +263,25 @@ def over_seeds(fn, in_axes=0):
   the axis. The size is a static shape: one trace each.
   """
   vmapped = jax.vmap(fn, in_axes=in_axes)
-  axes = in_axes if isinstance(in_axes, tuple) else None
 
   def call(*args):
-    per_arg = axes if axes is not None else (in_axes,) * len(args)
-    mapped = [
-      leaf
-      for axis, arg in zip(per_arg, args, strict=True)
-      for leaf in jax.tree.leaves(
-        jax.tree.map(
-          lambda a, x: x if a == 0 else None, axis, arg,
-          is_leaf=lambda a: a is None,
-        )  # fmt: skip
-      )
+    axes = in_axes if isinstance(in_axes, tuple) else (in_axes,) * len(args)
+    # Per argument, its subtrees that have the seed axis (None: shared).
+    seeded = [
+      jax.tree.map(
+        lambda a, x: x if a == 0 else None, axis, arg,
+        is_leaf=lambda a: a is None,
+      )  # fmt: skip
+      for axis, arg in zip(axes, args, strict=True)
     ]
-    if not mapped or mapped[0].shape[0] != 1:
+    if jax.tree.leaves(seeded)[0].shape[0] != 1:
       return vmapped(*args)
     first = [
       jax.tree.map(
         lambda a, x: jax.tree.map(_drop_axis, x) if a == 0 else x,
         axis, arg, is_leaf=lambda a: a is None,
       )  # fmt: skip
-      for axis, arg in zip(per_arg, args, strict=True)
+      for axis, arg in zip(axes, args, strict=True)
     ]
     first = jax.lax.optimization_barrier(first)
     return jax.tree.map(_add_axis, jax.lax.optimization_barrier(fn(*first)))
@@ -301,8 +298,8 @@ def make_train_step(update, inputs, sampler='instance'):
   batches through), so one compiled program runs every step of a stage.
   The state carries a leading seed axis (size 1 for one seed) and the step
   maps over it (:func:`over_seeds`; ``inputs.feed_axes`` says which parts
-  of the feed have one too); each seed's batch is sharded over the mesh's ``data``
-  axis. The state is donated.
+  of the feed have one too); each seed's batch is sharded over the mesh's
+  ``data`` axis. The state is donated.
   """
 
   def step_fn(state, feed):
