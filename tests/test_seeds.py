@@ -56,7 +56,9 @@ def tiny_setup(tmp_path, **overrides):
 
 
 def test_vmapped_seeds_equal_separate_runs(tmp_path):
-  config, _, data, method, model = tiny_setup(tmp_path, seed=11, num_seeds=2)
+  config, mesh, data, method, model = tiny_setup(
+    tmp_path, seed=11, num_seeds=2
+  )
   keys = [jax.random.split(jax.random.key(s), 3) for s in (11, 12)]
   # Seed s of a vectorized run draws from the key of config.seed + s.
   stacked = train.seed_keys(config)
@@ -65,11 +67,9 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
       jax.random.key_data(k),
       jax.random.key_data(jnp.stack([key[i] for key in keys])),
     )
-  init = jax.vmap(
-    lambda k: train_step.init_state(
-      model, config, 6, data.image_shape, data.steps_per_epoch, k
-    )
-  )
+  # The trainer's init: replicated like the states the step returns, so
+  # the second step reuses the first one's program.
+  init = train.make_init_fn(config, model, data, mesh)
   # The meta stage: vmapping its unrolled inner step is the hard case
   # (the plain one is a part of it; test_train_run_benchmark vmaps both).
   for stage in ('ours',):
