@@ -57,5 +57,5 @@ def log_platform() -> None:
     logging.warning(
       'An NVIDIA GPU is visible (/dev/nvidia0) but JAX runs on the CPU: '
       'install the CUDA build with pip install -e ".[cuda]" (README, '
-      'Install).'
+      '"The two commands").'
     )
