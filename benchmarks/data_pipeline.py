@@ -175,7 +175,8 @@ def main(argv=None):
       )
 
   rate = _time(evaluation(), eval_steps, args.warmup, batch)
-  rows.append(('eval: decode, resize 256, center crop, normalize', rate))
+  resize = tf_pipeline.eval_resize_size(args.image_size)
+  rows.append((f'eval: decode, resize {resize}, center crop, normalize', rate))
 
   import jax
 

@@ -92,6 +92,25 @@ def test_normalization_of_a_constant_image():
   )
 
 
+def test_eval_resize_keeps_the_224_of_256_crop_ratio():
+  # The protocol's Resize(256) + CenterCrop(224), and that ratio elsewhere.
+  sizes = {224: 256, 112: 128, 32: 37, 16: 18}
+  assert {s: tp.eval_resize_size(s) for s in sizes} == sizes
+  # 42 x 84, rows numbered: the default for a 32 crop resizes to 37 x 74
+  # and crops its center, as an explicit resize_size=37 does.
+  x = np.arange(42, dtype=np.uint8) * 3
+  im = np.broadcast_to(x[:, None, None], (42, 84, 3)).copy()
+  default, explicit = (
+    next(tp.eval_batches(dataset([im]), batch_size=1, image_size=32, **kw))
+    for kw in ({}, {'resize_size': 37})
+  )
+  np.testing.assert_array_equal(default['image'], explicit['image'])
+  # Rows 2 to 33 of the 37, rows 2.3 to 37.5 of the image's 42 (a crop of
+  # 32 of the 256 rows it would be resized to by default before: 16 to 21).
+  row = default['image'][0, :, 0, 0] * STD[0] + MEAN[0]
+  assert 3 * 1.5 < row[0] < 3 * 3 and 3 * 37 < row[-1] < 3 * 38.5, row
+
+
 def test_eval_center_crop():
   # 40 x 80, shorter side already 40: no resizing, crop columns 20..59.
   x = np.arange(80, dtype=np.uint8) * 3

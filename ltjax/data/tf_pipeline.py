@@ -4,9 +4,10 @@ Training (Inception-style, as the ResNet recipes of the long-tail papers):
 random-resized crop with area ``(0.08, 1)`` and aspect ratio ``(3/4, 4/3)``,
 resize to ``image_size``, random horizontal flip, normalize with the ImageNet
 mean and std, shuffle, batch with ``drop_remainder``, prefetch. Evaluation:
-resize the shorter side to ``resize_size`` (256), center-crop ``image_size``
-(224), normalize, and pad the last batch with a ``mask`` so that every image
-counts exactly once.
+resize the shorter side to ``resize_size`` (256 for ``image_size`` 224, the
+same 0.875 crop ratio at other sizes: :func:`eval_resize_size`),
+center-crop ``image_size``, normalize, and pad the last batch with a
+``mask`` so that every image counts exactly once.
 
 Determinism. Epoch ``e`` of a run with seed ``s`` is a function of ``(s, e)``
 alone: the examples are shuffled with a seed drawn from
@@ -149,6 +150,19 @@ def train_preprocess(image, seed, image_size=224):
   image = random_resized_crop(image, crop_seed, image_size)
   image = tf.image.stateless_random_flip_left_right(image, flip_seed)
   return normalize(image)
+
+
+def eval_resize_size(image_size: int) -> int:
+  """The shorter side before the center crop of ``image_size``: 256 for 224.
+
+  The ResNet evaluation protocol (torchvision's ImageNet reference:
+  ``Resize(256)`` then ``CenterCrop(224)``, the transforms of the long-tail
+  papers' code) crops 224/256 = 0.875 of the shorter side. Other image sizes
+  keep that ratio, so the crop sees the same part of the image as at 224
+  and as training's random-resized crops, which span the whole image:
+  ``round(image_size / 0.875)``.
+  """
+  return round(image_size * 256 / 224)
 
 
 def eval_preprocess(image, image_size=224, resize_size=256):
@@ -354,7 +368,7 @@ def eval_batches(
   process_index: int = 0,
   process_count: int = 1,
   image_size: int = 224,
-  resize_size: int = 256,
+  resize_size: int | None = None,
   threads: int | None = None,
   prefetch: int = 2,
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -373,7 +387,8 @@ def eval_batches(
     process_index: this host.
     process_count: number of hosts.
     image_size: side of the center crop.
-    resize_size: the shorter side is resized to this first (>= image_size).
+    resize_size: the shorter side is resized to this first (>= image_size);
+      default :func:`eval_resize_size` of ``image_size`` (256 for 224).
     threads: private tf.data thread pool size (default: shared pool).
     prefetch: batches prepared ahead.
 
@@ -381,6 +396,8 @@ def eval_batches(
     ``{'image': float32 [B, S, S, 3], 'label': int32 [B], 'mask': bool [B]}``.
   """
   _check_process(process_index, process_count)
+  if resize_size is None:
+    resize_size = eval_resize_size(image_size)
   if resize_size < image_size:
     raise ConfigError(
       f'resize_size={resize_size} must be >= image_size={image_size}.'
