@@ -219,11 +219,9 @@ def ltjax_epochs(args, config, data) -> dict:
     make_state = train.make_init_fn(cfg, model, data, mesh)
 
     def init(key, make_state=make_state, start=start):
-      state = make_state(key)  # the step of every seed is start
-      return state.replace(step=jnp.full_like(state.step, start))
-
-    # Replicated like every state the step returns: no second compilation.
-    init = jax.jit(init, out_shardings=NamedSharding(mesh, P()))
+      state = make_state(key)  # replicated, as every state the step returns
+      step = jnp.full_like(state.step, start)  # the step of every seed
+      return state.replace(step=jax.device_put(step, NamedSharding(mesh, P())))
 
     step = train.make_stage_steps(cfg, model, method, data)[
       1 if stage == 'ce' else 2
