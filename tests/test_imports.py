@@ -1,8 +1,10 @@
 """The import graphs of ltjax, benchmarks/ and experiments/ have no circle:
-any module imports first."""
+any module imports first. The CLI imports no TensorFlow and no PyTorch."""
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -80,3 +82,17 @@ def test_benchmarks_and_experiments_have_no_circle_of_imports():
   assert 'benchmarks.standin_places' in graph['benchmarks.standin']  # lazy
   assert 'experiments.grid' in graph and len(graph) > 15
   assert cycles(graph) == []
+
+
+def test_the_cli_imports_neither_tensorflow_nor_torch():
+  # TensorFlow only where a tf.data pipeline is built; PyTorch (installed
+  # with the test extra) not even for tensorboardX (ltjax.summary).
+  code = (
+    'import sys, ltjax.main; '
+    "print(sorted({'tensorflow', 'torch'} & set(sys.modules)))"
+  )
+  out = subprocess.run(
+    [sys.executable, '-c', code], cwd=REPO, capture_output=True, text=True
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == '[]'
