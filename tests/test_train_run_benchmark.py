@@ -68,10 +68,10 @@ def test_shortened_variant_drops_the_lr_once_when_the_meta_stage_starts():
 def test_bfloat16_against_float32_on_the_real_images(cifar_prefix_npz):
   text = train_run.main([
     f'--data_dir={cifar_prefix_npz.parent}', '--model=tiny', '--epochs=1',
-    '--meta_epochs=1', '--seeds=2', '--imbalance=10', '--log_every_steps=2',
+    '--meta_epochs=1', '--seeds=2', '--imbalance=100', '--log_every_steps=2',
     '--dtypes=float32,bfloat16',
   ])  # fmt: skip
-  assert 'imbalance 10, real images' in text
+  assert 'imbalance 100, real images' in text
   rows = re.findall(
     r'^\| (float32|bfloat16) \| 2 \|.*\| ([\d.]+) ± [\d.]+ \| ([\d., ]+) \|$',
     text,
