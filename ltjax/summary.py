@@ -36,15 +36,14 @@ def _import_tensorboardx():
   While tensorboardX is imported, ``import torch`` fails (tensorboardX
   catches that); it works again afterwards.
   """
-  if 'torch' in sys.modules:
-    import tensorboardX  # noqa: PLC0415
-
-    return tensorboardX
-  sys.modules['torch'] = None  # an import of torch raises ImportError
+  block = 'torch' not in sys.modules
+  if block:
+    sys.modules['torch'] = None  # an import of torch raises ImportError
   try:
     import tensorboardX  # noqa: PLC0415
   finally:
-    del sys.modules['torch']
+    if block:
+      del sys.modules['torch']
   return tensorboardX
 
 
