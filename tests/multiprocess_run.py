@@ -54,7 +54,6 @@ def record_batches(folder, process_id):
 def mock_tfds(sizes, num_classes):
   """``tfds.testing.mock_data`` with ``sizes[split]`` PNGs, labels cycling."""
   import tensorflow as tf  # noqa: PLC0415
-  import tensorflow_datasets as tfds  # noqa: PLC0415
 
   rng = np.random.default_rng(0)
   pngs = [
