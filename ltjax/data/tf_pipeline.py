@@ -165,16 +165,19 @@ def eval_resize_size(image_size: int) -> int:
   return round(image_size * 256 / 224)
 
 
-def eval_preprocess(image, image_size=224, resize_size=256):
+def eval_preprocess(image, image_size=224, resize_size=None):
   """Shorter side to ``resize_size``, center crop, normalize.
 
   As torchvision's ``Resize(resize_size)`` + ``CenterCrop(image_size)``: the
   longer side becomes ``int(resize_size * long / short)``; bilinear with
-  antialiasing.
+  antialiasing. ``resize_size``: default :func:`eval_resize_size` of
+  ``image_size`` (256 for 224).
 
   Returns:
     ``[image_size, image_size, 3]`` float32.
   """
+  if resize_size is None:
+    resize_size = eval_resize_size(image_size)
   image = _decode(image)
   hw = tf.cast(tf.shape(image)[:2], tf.float32)
   new_hw = tf.cast(resize_size * hw / tf.reduce_min(hw), tf.int32)
