@@ -33,6 +33,11 @@ phase lines (``ltjax.phases``), and the process's peak resident memory.
 Last, one evaluation pass of the validation split through the host
 pipeline (decode, resize, center crop, normalize; no model), in-process.
 
+``--dev_stream`` instead times passes over the dev records (2 per class,
+carved from train), as the meta stage's dev stream and each dev evaluation
+read them: filtered from all of train without a cache, and from their copy
+in the cache (:meth:`ltjax.data.tfds_sources.TfdsSource._stream`).
+
 ``--places`` instead measures Places-LT epochs on a ``places365_small``
 stand-in (:mod:`benchmarks.standin_places`).
 """
@@ -182,6 +187,35 @@ def eval_pass(data_dir, cache_dir, image_size, batch_size) -> tuple:
   return time.perf_counter() - start, images
 
 
+def dev_passes(data_dir, cache_dir, passes: int = 3) -> list[tuple]:
+  """``(what, seconds, records)`` of passes over the dev set's encoded
+  records, as the meta stage's dev stream and each dev evaluation read
+  them: filtered from train (no cache), then the copy's first use (which
+  writes it) and ``passes`` reads of the copy."""
+  from ltjax import config_lib
+  from ltjax.data import tfds_sources
+
+  config = config_lib.from_file(
+    os.path.join(cli.REPO, 'configs', 'inat2018.py')
+  )
+  config.data.tfds_data_dir = data_dir
+  shutil.rmtree(cache_dir, ignore_errors=True)
+  rows = []
+  for what, cache in [
+    ('filtered from all of train (no cache)', 'off'),
+    ('first use: writes the copy', cache_dir),
+  ] + [('from the copy', cache_dir)] * passes:
+    config.data.cache_dir = cache
+    source = tfds_sources.from_config(config)
+    split = source.dev_split(config.data.split_seed)
+    start = time.perf_counter()
+    ds = source.dataset(split.dev_from, split.dev, decode=False)
+    records = int(ds.reduce(0, lambda n, _: n + 1))
+    rows.append((what, time.perf_counter() - start, records))
+    cli.log(f'[standin] dev pass {what}: {rows[-1][1]:.1f} s')
+  return rows
+
+
 def parse_args(argv):
   p, add = cli.parser(__doc__)
   add('out_dir', required=True, help='folder for the stand-in data and runs')
@@ -195,6 +229,11 @@ def parse_args(argv):
     'places',
     action='store_true',
     help='instead: Places-LT epochs on a places365_small stand-in',
+  )
+  add(
+    'dev_stream',
+    action='store_true',
+    help='instead: passes over the dev records, with and without their copy',
   )
   args = p.parse_args(argv)
   if not 0 < args.scale <= 1:
@@ -215,6 +254,18 @@ def main(argv=None) -> str:
     start = time.perf_counter()
     sizes = write_standin(data_dir, args.scale, args.side)
     cli.log(f'[standin] wrote {sizes} in {time.perf_counter() - start:.0f} s')
+  if args.dev_stream:
+    rows = dev_passes(data_dir, os.path.join(root, 'cache_dev'))
+    return cli.report(
+      [
+        machine.header(),
+        f'stand-in at scale {args.scale:g}: one pass over the dev records',
+        '',
+        '| read | seconds | records |',
+        '|---|---:|---:|',
+      ]
+      + [f'| {what} | {sec:.2f} | {n} |' for what, sec, n in rows]
+    )
   overrides = [
     f'--config.model={args.model}',
     f'--config.batch_size={args.batch_size}',

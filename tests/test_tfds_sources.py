@@ -207,6 +207,43 @@ def test_dataset_restricted_to_indices(cifar):
     cifar.labels('validation')
 
 
+def count_records(path):
+  return sum(1 for _ in tf.data.TFRecordDataset(str(path)))
+
+
+def no_reading(*args, **kwargs):
+  raise AssertionError('read the records of the split')
+
+
+def test_a_small_selection_is_read_from_its_copy(cifar_dir, tmp_path):
+  dev = [129, 3, 17, 40, 41, 99]
+  uncached = ts.TfdsSource('cifar10', cifar_dir, cache_dir='')
+  want = list(uncached.dataset('train', dev, decode=False).as_numpy_iterator())
+  first = ts.TfdsSource('cifar10', cifar_dir, cache_dir=tmp_path)
+  first.dataset('train', dev)
+  (copy,) = tmp_path.glob('*.tfrecord')
+  assert copy.name.startswith('cifar10-train-records-')
+  assert count_records(copy) == len(dev)
+  second = ts.TfdsSource('cifar10', cifar_dir, cache_dir=tmp_path)
+  second._read = no_reading  # labels from the cache, records from the copy
+  for _ in range(2):  # every pass reads the copy
+    got = list(second.dataset('train', dev, decode=False).as_numpy_iterator())
+    assert [int(ex['index']) for ex in got] == sorted(dev)
+    for a, b in zip(got, want, strict=True):
+      assert a['image'] == b['image']  # the stored bytes
+      assert a['label'] == b['label'] and a['index'] == b['index']
+  # More than half of the 130 records is filtered from the split; half is
+  # copied.
+  with pytest.raises(AssertionError, match='read the records'):
+    second.dataset('train', range(66))
+  first.dataset('train', range(66))
+  first.dataset('train', range(65))
+  assert sorted(count_records(p) for p in tmp_path.glob('*.tfrecord')) == [
+    len(dev),
+    65,
+  ]
+
+
 def test_labels_are_cached_until_the_files_change(tmp_path):
   data_dir, cache = tmp_path / 'tfds', tmp_path / 'cache'
   write_prepared(data_dir, 'cifar10', {'train': cifar_examples(30, 0)})
@@ -217,9 +254,6 @@ def test_labels_are_cached_until_the_files_change(tmp_path):
   (cached,) = cache.iterdir()
   assert cached.name.startswith('cifar10-train-label-')
   assert cached.stat().st_mode & 0o044  # readable by a shared cache's users
-
-  def no_reading(*args, **kwargs):
-    raise AssertionError('read the records')
 
   second = ts.TfdsSource('cifar10', data_dir, cache_dir=cache)
   second._read = no_reading  # the second start reads no record
@@ -387,16 +421,18 @@ def test_places_lt_reads_a_filtered_copy(places, tmp_path):
   first = ts.TfdsSource('places_lt', root / 'tfds', **kwargs)
   for split in want:
     first.dataset(split)
-  # train + val: 6 of the 12 train records; test: 2 of the 6 validation ones.
+  # train + val: 6 of the 12 train records; test: 2 of the 6 validation
+  # ones; and val's 2 of those 6 train records have a copy of their own.
   counts = {
-    path.name.split('-')[1]: sum(1 for _ in tf.data.TFRecordDataset(str(path)))
+    tuple(path.name.split('-')[1:3]): count_records(path)
     for path in (tmp_path / 'c').glob('*.tfrecord')
   }
-  assert counts == {'train': 6, 'validation': 2}
+  assert counts == {
+    ('train', 'places_lt'): 6,
+    ('validation', 'places_lt'): 2,
+    ('train', 'records'): 2,
+  }
   second = ts.TfdsSource('places_lt', root / 'tfds', **kwargs)
-
-  def no_reading(*args, **kwargs):
-    raise AssertionError('read Places365 itself')
 
   second._read = no_reading  # names cached, records from the copies
   for split, examples in want.items():

@@ -4,21 +4,16 @@ Places-LT (Liu et al., CVPR 2019) names its images by Places365 file name in
 ``Places_LT_{train,val,test}.txt`` (lines ``path label``). Its train and
 val lists pick 62,500 + 7,300 of Places365's 1.8 million training images,
 so :class:`ltjax.data.tfds_sources.TfdsSource` reads them, after the first
-use, from a copy of just those records (:func:`write_copy`,
-:func:`read_copy`) in its cache.
+use, from a copy of just those records in its cache.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from ltjax import files
 from ltjax.errors import ConfigError, DataError, MissingFileError
 
 PLACES_LT_LISTS = {
@@ -82,46 +77,3 @@ def match_list(list_path, names, tfds_split):
     raise DataError(f'{list_path} lists an image twice.')
   order = np.argsort(records)
   return records[order], np.asarray(labels, np.int32)[order]
-
-
-def write_copy(ds, kept, path, features) -> None:
-  """Writes the records numbered ``kept`` of ``ds`` (a tfds split read in
-  record order, images undecoded) to the TFRecord ``path``, as stored."""
-  table = tf.lookup.StaticHashTable(
-    tf.lookup.KeyValueTensorInitializer(kept, tf.ones_like(kept)), 0
-  )
-
-  # Not through AutoGraph: it would re-read this file's source, and plain
-  # TensorFlow ops need no conversion.
-  @tf.autograph.experimental.do_not_convert
-  def listed(i, ex):
-    del ex
-    return table.lookup(i) > 0
-
-  @tf.autograph.experimental.do_not_convert
-  def example(i, ex):
-    del i
-    return ex
-
-  ds = ds.enumerate().filter(listed).map(example)
-  with files.atomic_file(path) as tmp:
-    with tf.io.TFRecordWriter(tmp) as writer:
-      for ex in ds.as_numpy_iterator():
-        ex = {**ex, 'image': io.BytesIO(ex['image'])}  # stored bytes
-        writer.write(features.serialize_example(ex))
-
-
-def read_copy(path, kept, features):
-  """``(record number, example)`` pairs of a :func:`write_copy` file,
-  images undecoded, as ``builder.as_dataset(...).enumerate()`` gives them
-  for the full split."""
-  decoders = {'image': tfds.decode.SkipDecoding()}
-  examples = tf.data.TFRecordDataset(path).map(
-    tf.autograph.experimental.do_not_convert(
-      lambda raw: features.deserialize_example(raw, decoders=decoders)
-    ),
-    num_parallel_calls=tf.data.AUTOTUNE,
-    deterministic=True,
-  )
-  numbers = tf.data.Dataset.from_tensor_slices(kept)
-  return tf.data.Dataset.zip(numbers, examples)

@@ -42,13 +42,17 @@ This module imports TensorFlow; ``ltjax`` and ``ltjax.data`` never import it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import os
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from absl import logging
 from tensorflow_datasets.core.utils import gcs_utils
 
+from ltjax import files
 from ltjax.data import places_lt, tfds_cache
 from ltjax.data.arrays import ArrayData, from_arrays
 from ltjax.data.places_lt import PLACES_LT_LISTS as PLACES_LT_LISTS
@@ -62,6 +66,11 @@ from ltjax.data.tf_pipeline import hide_gpus_from_tf
 from ltjax.errors import MissingFileError
 
 hide_gpus_from_tf()
+
+# A selection of at most this fraction of a split's records is read from a
+# copy of just those records (TfdsSource._stream); a larger one is filtered
+# from the split itself, since a copy would save little and cost its size.
+COPY_FRACTION = 0.5
 
 
 def disable_gcs() -> None:
@@ -95,6 +104,48 @@ def from_config(config) -> TfdsSource:
     dev_per_class=cfg.dev_per_class,
     cache_dir=tfds_cache.tfds_cache_dir(cfg),
   )
+
+
+def write_copy(stream, kept, path, features) -> None:
+  """Writes the records numbered ``kept`` of ``stream`` (``(record number,
+  example)`` pairs, images undecoded) to the TFRecord ``path``, as stored."""
+  table = tf.lookup.StaticHashTable(
+    tf.lookup.KeyValueTensorInitializer(kept, tf.ones_like(kept)), 0
+  )
+
+  # Not through AutoGraph: it would re-read this file's source, and plain
+  # TensorFlow ops need no conversion.
+  @tf.autograph.experimental.do_not_convert
+  def listed(i, ex):
+    del ex
+    return table.lookup(i) > 0
+
+  @tf.autograph.experimental.do_not_convert
+  def example(i, ex):
+    del i
+    return ex
+
+  ds = stream.filter(listed).map(example)
+  with files.atomic_file(path) as tmp:
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for ex in ds.as_numpy_iterator():
+        ex = {**ex, 'image': io.BytesIO(ex['image'])}  # stored bytes
+        writer.write(features.serialize_example(ex))
+
+
+def read_copy(path, kept, features):
+  """``(record number, example)`` pairs of a :func:`write_copy` file,
+  images undecoded, as the stream it was written from gives them."""
+  decoders = {'image': tfds.decode.SkipDecoding()}
+  examples = tf.data.TFRecordDataset(path).map(
+    tf.autograph.experimental.do_not_convert(
+      lambda raw: features.deserialize_example(raw, decoders=decoders)
+    ),
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
+  numbers = tf.data.Dataset.from_tensor_slices(kept)
+  return tf.data.Dataset.zip(numbers, examples)
 
 
 class TfdsSource:
@@ -221,25 +272,68 @@ class TfdsSource:
     name = f'{self.builder.name}-{tfds_split}-{key}-{fingerprint[:20]}{extra}'
     return os.path.join(self._cache_dir, name + '.npy')
 
-  def _stream(self, tfds_split):
-    """``(record number, example)`` pairs of ``tfds_split``, in order.
+  def _stream(self, tfds_split, keys=None):
+    """``(record number, example)`` pairs of ``tfds_split``, in order: every
+    record, or at least the records ``keys`` (sorted record numbers).
 
-    For Places-LT, only the records its lists name: Places365 ``train``
-    holds 1.8 million images for Places-LT's 62,500 + 7,300, so the first
-    use writes those records, as they are stored, to a TFRecord copy in the
-    cache (keyed by the split's files and the lists), and every later
-    epoch reads the copy.
+    A selection of at most :data:`COPY_FRACTION` of what would be read is
+    read from a copy: its first use writes the selected records, as they
+    are stored, to a TFRecord file in the cache (keyed by the split's files
+    and the selection), and every later epoch reads only the copy. Places-LT
+    is always such a selection (its lists name 62,500 + 7,300 of Places365
+    ``train``'s 1.8 million images); a dev set carved from train is one too
+    (iNaturalist 2018's 16,284 of 437,513 images), read again at every pass
+    of the meta stage's dev stream and at every dev evaluation.
     """
-    copy = self._places_copy(tfds_split) if self._lists is not None else None
-    if copy is None:
-      return self._read(tfds_split).enumerate()
-    path, kept = copy
-    return places_lt.read_copy(path, kept, self.builder.info.features)
 
-  def _places_copy(self, tfds_split):
-    """``(path, record numbers)`` of the filtered copy of ``tfds_split``,
-    written if missing; None without a cache or when every record is used."""
-    kept = np.unique(
+    def whole():
+      return self._read(tfds_split).enumerate()
+
+    read, size = whole, None  # what is read, and its size (None: all)
+    if self._lists is not None:
+      kept = self._places_kept(tfds_split)
+      digest = places_lt.lists_digest(self._lists)
+      listed = self._copy(tfds_split, read, size, kept, 'places_lt', digest)
+      if listed is not None:
+        read, size = (lambda: listed), len(kept)
+    if keys is not None:
+      digest = hashlib.sha256(np.asarray(keys, np.int64).tobytes())
+      digest = '-' + digest.hexdigest()[:16]
+      selected = self._copy(tfds_split, read, size, keys, 'records', digest)
+      if selected is not None:
+        return selected
+    return read()
+
+  def _copy(self, tfds_split, read, size, kept, key, digest):
+    """The records ``kept`` of the stream ``read()`` (``size`` records;
+    None: the whole split) from their copy in the cache, written on first
+    use; None without a cache or when they are more than
+    :data:`COPY_FRACTION` of the stream."""
+    path = self._cache_path(tfds_split, key, digest)
+    if path is None:
+      return None
+    if size is None:
+      size = self.builder.info.splits[tfds_split].num_examples
+    if len(kept) > COPY_FRACTION * size:
+      return None
+    path = path[: -len('.npy')] + '.tfrecord'
+    features = self.builder.info.features
+    if not os.path.isfile(path):
+      logging.info(
+        'Copying %d of the %d records of %s/%s to %s (once; later reads '
+        'use the copy)...',
+        len(kept),
+        size,
+        self.spec.tfds_name,
+        tfds_split,
+        path,
+      )
+      write_copy(read(), kept, path, features)
+    return read_copy(path, kept, features)
+
+  def _places_kept(self, tfds_split):
+    """Record numbers of ``tfds_split`` that Places-LT's lists name."""
+    return np.unique(
       np.concatenate(
         [
           self._split_records(split)[0]
@@ -248,16 +342,6 @@ class TfdsSource:
         ]
       )
     )
-    digest = places_lt.lists_digest(self._lists)
-    path = self._cache_path(tfds_split, 'places_lt', digest)
-    if path is None or len(kept) == len(self._names[tfds_split]):
-      return None
-    path = path[: -len('.npy')] + '.tfrecord'
-    if not os.path.isfile(path):
-      places_lt.write_copy(
-        self._read(tfds_split), kept, path, self.builder.info.features
-      )
-    return path, kept
 
   def _places_records(self, split):
     """Record numbers and labels of a Places-LT split, by file name."""
@@ -294,9 +378,10 @@ class TfdsSource:
     """Examples of ``split``, optionally only the records ``indices``.
 
     Yields each selected record once, in record order (duplicates in
-    ``indices`` are dropped). Restricting still reads every record of the
-    stream and drops the others before decoding; for Places-LT the stream
-    is its one-time filtered copy (:meth:`_stream`), not all of Places365.
+    ``indices`` are dropped). A small selection (a dev set, Places-LT's
+    lists) is read from its one-time copy in the cache (:meth:`_stream`);
+    a larger one, or any without a cache, reads every record of the split
+    and drops the others before decoding.
 
     Args:
       split: one of ``spec.splits``.
@@ -309,14 +394,14 @@ class TfdsSource:
       'label': int32, 'index': int64}`` with known cardinality.
     """
     self._check_split(split)
-    ds = self._stream(self._tfds_split(split))
+    tfds_split = self._tfds_split(split)
     if self._lists is None and indices is None:
 
       def pick(i, ex):
         label = tf.cast(ex['label'], tf.int32)
         return {'image': ex['image'], 'label': label, 'index': i}
 
-      ds = ds.map(pick)
+      ds = self._stream(tfds_split).map(pick)
     else:
       records, labels = self._split_records(split)
       n = len(labels)
@@ -328,6 +413,7 @@ class TfdsSource:
           f'{sel[0]}..{sel[-1]}.'
         )
       keys = sel if records is None else records[sel]
+      ds = self._stream(tfds_split, keys)
       table = tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(keys, sel), default_value=-1
       )
