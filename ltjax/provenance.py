@@ -11,11 +11,14 @@ import jax
 
 PACKAGES = ('jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'numpy')
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What the reproduction grid (experiments/) rewrites in its checkout as its
+# runs finish: a change there is not a change to the code that ran.
+OUTPUTS = ('RESULTS.md', 'results')
 
 
 def git_commit(repo: str = REPO) -> str:
-  """``HEAD``'s hash (``-dirty`` with uncommitted changes to tracked
-  files), or ``'unknown'`` outside a git checkout."""
+  """``HEAD``'s hash (``-dirty`` with uncommitted changes to tracked files
+  other than :data:`OUTPUTS`), or ``'unknown'`` outside a git checkout."""
 
   def git(*args):
     return subprocess.run(
@@ -24,7 +27,8 @@ def git_commit(repo: str = REPO) -> str:
 
   try:
     commit = git('rev-parse', 'HEAD')
-    dirty = git('status', '--porcelain', '--untracked-files=no')
+    outputs = [f':(top,exclude){path}' for path in OUTPUTS]
+    dirty = git('status', '--porcelain', '--untracked-files=no', ':/', *outputs)
   except (OSError, subprocess.SubprocessError):
     return 'unknown'
   return (commit + ('-dirty' if dirty else '')) if commit else 'unknown'
