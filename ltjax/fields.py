@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 INT, NUM, STR, BOOL = 'int', 'number', 'str', 'bool'
@@ -39,7 +39,11 @@ UNSET: Any = _Unset()
 
 
 def choice(options) -> Rule:
-  options = tuple(options)
+  """``v in options``. A mapping is kept, not copied: a key added to it
+  later (a method registered from your own code in
+  :data:`ltjax.methods.METHODS`) is allowed too."""
+  if not isinstance(options, Mapping):
+    options = tuple(options)
   return (lambda v: v in options), f'one of {sorted(options)}'
 
 

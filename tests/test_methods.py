@@ -272,3 +272,34 @@ def test_non_finite_loss_is_recorded_with_its_step():
 def test_unknown_method():
   with pytest.raises(ValueError, match="unknown method 'x'.*'ours_ce'"):
     methods.get_method('x')
+
+
+def test_a_method_registered_from_your_code_is_one_row(monkeypatch):
+  """docs/training.md's recipe: a row of LOSSES and one of METHODS, added
+  from outside the package, make a method that the config accepts and the
+  stages train with (``per_example_loss`` is the loss every stage takes)."""
+
+  def doubled_ce(config, counts):
+    del config, counts
+    return lambda logits, labels: (
+      2 * ltjax.softmax_cross_entropy(logits, labels)
+    )
+
+  monkeypatch.setitem(methods.LOSSES, 'doubled_ce', methods.Loss(doubled_ce))
+  monkeypatch.setitem(
+    methods.METHODS, 'mine', methods.Method('doubled_ce', 'plain', 'ours')
+  )
+  config = cifar10_config('method=mine')
+  config_lib.check_config(config)
+  with pytest.raises(ltjax.ConfigError, match="unknown method 'mien'.*'mine'"):
+    config_lib.check_config(cifar10_config('method=mien'))
+  method = methods.get_method(config.method)
+  assert method.uses_meta  # stage 2 is the paper's: ε on top of the row
+  logits = jax.random.normal(jax.random.key(0), (8, 4))
+  labels = jnp.arange(8) % 4
+  mine, ce = (
+    methods.per_example_loss(m, config, COUNTS)(logits, labels)
+    for m in (method, methods.get_method('ce'))
+  )
+  np.testing.assert_array_equal(mine, 2 * ce)  # x2 is exact
+  assert float(ce.min()) > 0
