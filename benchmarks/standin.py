@@ -170,15 +170,23 @@ def start_once(data_dir, workdir, cache_dir, overrides, timeout) -> dict:
   }
 
 
-def eval_pass(data_dir, cache_dir, image_size, batch_size) -> tuple:
-  """``(seconds, images)`` of one pass over the validation split through
-  the trainer's host input (``inputs.build_input``), no model."""
-  from ltjax import config_lib, devices, inputs
+def inat_config(data_dir, cache_dir):
+  """``configs/inat2018.py`` reading the stand-in in ``data_dir``."""
+  from ltjax import config_lib
 
   config = config_lib.from_file(
     os.path.join(cli.REPO, 'configs', 'inat2018.py')
   )
   config.data.tfds_data_dir, config.data.cache_dir = data_dir, cache_dir
+  return config
+
+
+def eval_pass(data_dir, cache_dir, image_size, batch_size) -> tuple:
+  """``(seconds, images)`` of one pass over the validation split through
+  the trainer's host input (``inputs.build_input``), no model."""
+  from ltjax import devices, inputs
+
+  config = inat_config(data_dir, cache_dir)
   config.image_size, config.eval_batch_size = image_size, batch_size
   data = inputs.build_input(config, devices.make_mesh())
   start, images = time.perf_counter(), 0
@@ -192,13 +200,9 @@ def dev_passes(data_dir, cache_dir, passes: int = 3) -> list[tuple]:
   records, as the meta stage's dev stream and each dev evaluation read
   them: filtered from train (no cache), then the copy's first use (which
   writes it) and ``passes`` reads of the copy."""
-  from ltjax import config_lib
   from ltjax.data import tfds_sources
 
-  config = config_lib.from_file(
-    os.path.join(cli.REPO, 'configs', 'inat2018.py')
-  )
-  config.data.tfds_data_dir = data_dir
+  config = inat_config(data_dir, cache_dir)
   shutil.rmtree(cache_dir, ignore_errors=True)
   rows = []
   for what, cache in [
