@@ -153,9 +153,9 @@ def _paired(groups, a_label='ours_ce', b_label='cb_finetune', what=None):
   if apart:
     note = [
       '',
-      f'Not paired: seed {", ".join(apart)}, whose two stage-1 runs were '
-      "trained on different processors (XLA's CPU rounding differs between "
-      'them, so they are not the same stage 1).',
+      f'{a_label} − {b_label} is not paired on seed {", ".join(apart)}: '
+      "the two stage-1 runs were trained on different processors (XLA's CPU "
+      'rounding differs between them, so they are not the same stage 1).',
     ]
   if not ids:
     return note

@@ -146,9 +146,12 @@ def test_seeds_whose_stage_1_ran_on_different_processors_are_not_paired():
   text = '\n'.join(results_md._paired(results_md.merge(runs)))
   assert 'seeds 1:' in text
   assert '| last | -0.50 | -0.50 |' in text
-  assert 'Not paired: seed 0, whose two stage-1 runs' in text
+  assert (
+    'ours_ce − cb_finetune is not paired on seed 0: the two stage-1 runs'
+    in text
+  )
   only_apart = '\n'.join(results_md._paired(results_md.merge(runs[::2])))
-  assert 'seeds' not in only_apart and 'Not paired: seed 0' in only_apart
+  assert 'seeds' not in only_apart and 'not paired on seed 0' in only_apart
 
 
 def test_paper_table_matches_the_config_docstring():

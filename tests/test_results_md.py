@@ -123,7 +123,7 @@ def test_pairs_only_seeds_of_one_processor_and_names_the_rest():
   ]
   lines = results_md._paired(results_md.merge(runs), 'crt', 'ce')
   text = '\n'.join(lines)
-  assert 'seeds 2:' in text and 'Not paired: seed 3,' in text
+  assert 'seeds 2:' in text and 'crt − ce is not paired on seed 3:' in text
   assert row(lines, 'last') == ['last', '-6.50', '-6.50']
   assert row(lines, 'dev_selected') == ['dev_selected', '-4.00', '-4.00']
 
