@@ -179,7 +179,35 @@ def train_run(run: Run, args) -> dict:
       stage1_seconds = json.load(f)['seconds']
   print(f'[reproduce] {run.name}: {workdir}', flush=True)
   results, seconds = _timed_train(config, workdir)
-  return summarize_run(run, config, results, seconds, stage1_seconds, shared)
+  out = summarize_run(run, config, results, seconds, stage1_seconds, shared)
+  stage1 = stage1_evals(workdir, config)
+  if stage1:  # else results_md pairs by processor, as for older summaries
+    for record, evals in zip(out['seeds'], stage1, strict=True):
+      record['stage1'] = evals
+  return out
+
+
+def stage1_evals(workdir, config) -> list[list[list[float]]]:
+  """Per seed, ``[epoch, dev error, test error, test ECE]`` of each
+  evaluation in ``workdir`` up to ``config.stage2_epoch``: the fingerprint
+  of the stage 1 a run continued (``[]`` when none ran). Two forks share
+  a stage 1 where these agree; two stage-1 runs that differ only by float
+  rounding (another processor, or code that sums in another order) differ
+  here, in the ECE if nowhere else."""
+  from ltjax import evaluate, summary
+
+  rows = summary.read_jsonl(os.path.join(workdir, 'evals.jsonl'))
+  evals = [
+    evaluate.row_records(r) for r in rows if r['epoch'] <= config.stage2_epoch
+  ]
+  return [
+    [
+      [e[s]['epoch'], e[s]['dev_top1_error'], e[s]['test']['top1_error'],
+       e[s]['test']['ece']]
+      for e in evals
+    ]
+    for s in range(len(evals[-1]) if evals else 0)
+  ]  # fmt: skip
 
 
 def _record(r: dict) -> dict:

@@ -137,25 +137,38 @@ PAIRS = (
 )  # fmt: skip
 
 
+def _same_stage1(r, q) -> bool:
+  """Whether two seeds' records continued one stage 1: their stage-1
+  evaluations agree (``stage1``, from :func:`reproduce.stage1_evals`). Two
+  summaries older than that record are taken at their processor; one old
+  and one new cannot be checked, and are not paired."""
+  if 'stage1' in r and 'stage1' in q:
+    return r['stage1'] == q['stage1']
+  if 'stage1' in r or 'stage1' in q:
+    return False
+  return r['processor'] == q['processor']
+
+
 def _paired(groups, a_label='ours_ce', b_label='cb_finetune', what=None):
-  """``a − b`` test error per seed both ran on the same processor (the
-  same stage 1), with mean ± std; the seeds left out are named."""
+  """``a − b`` test error per seed whose two runs continued the same stage 1
+  (:func:`_same_stage1`), with mean ± std; the seeds left out are named."""
   by = {s['label']: s for s in groups}
   if not {a_label, b_label} <= set(by):
     return []
   what = what or dict((x, w) for x, _, w in PAIRS)[a_label]
   a, b = by[a_label], by[b_label]
-  other = {q['id']: q['processor'] for q in b['seeds']}
+  other = {q['id']: q for q in b['seeds']}
   common = [r for r in a['seeds'] if r['id'] in other]
-  ids = [r['id'] for r in common if r['processor'] == other[r['id']]]
-  apart = [r['id'] for r in common if r['processor'] != other[r['id']]]
+  ids = [r['id'] for r in common if _same_stage1(r, other[r['id']])]
+  apart = [r['id'] for r in common if r['id'] not in ids]
   note = []
   if apart:
     note = [
       '',
-      f'{a_label} − {b_label} is not paired on seed {", ".join(apart)}: '
-      "the two stage-1 runs were trained on different processors (XLA's CPU "
-      'rounding differs between them, so they are not the same stage 1).',
+      f'{a_label} − {b_label} is not paired on seed'
+      f'{"s" * (len(apart) > 1)} {", ".join(apart)}: '
+      'the two runs continued different stage-1 runs (trained on another '
+      'processor, or by code that rounds differently).',
     ]
   if not ids:
     return note

@@ -10,6 +10,7 @@ from benchmarks import cli
 from experiments import reproduce, results_md
 from ltjax import train
 from ltjax.checkpoint import load_numpy
+from ltjax.summary import read_jsonl
 
 # Both stages, an evaluation every epoch, the lr dropping when stage 2 starts.
 SETS = [
@@ -46,6 +47,16 @@ def test_grid_writes_summaries_and_results_md(grid):
   assert names == ['cb_finetune_seed0.json', 'ours_ce_seed0.json']
   s = json.loads((grid / 'results/imb100/ours_ce_seed0.json').read_text())
   assert s['stage1_shared'] == '_stage1_ce_seed0' and s['num_seeds'] == 1
+  # Both forks record the shared stage 1's evaluations (epochs 1 and 2).
+  rows = read_jsonl(grid / 'runs/imb100/_stage1_ce_seed0/evals.jsonl')
+  want = [
+    [r['epoch'], x['dev_top1_error'], x['test']['top1_error'], x['test']['ece']]
+    for r in rows
+    for x in r['seeds']
+  ]
+  assert [r['epoch'] for r in rows] == [1, 2]
+  cb = json.loads((grid / 'results/imb100/cb_finetune_seed0.json').read_text())
+  assert s['seeds'][0]['stage1'] == cb['seeds'][0]['stage1'] == want
   assert len(s['seeds']) == 1 and len(s['split_sha256']) == 64
   for r in s['seeds']:
     assert r['last']['epoch'] == 3 and 0 <= r['last']['ece'] <= 100
@@ -147,7 +158,7 @@ def test_seeds_whose_stage_1_ran_on_different_processors_are_not_paired():
   assert 'seeds 1:' in text
   assert '| last | -0.50 | -0.50 |' in text
   assert (
-    'ours_ce − cb_finetune is not paired on seed 0: the two stage-1 runs'
+    'ours_ce − cb_finetune is not paired on seed 0: the two runs continued'
     in text
   )
   only_apart = '\n'.join(results_md._paired(results_md.merge(runs[::2])))

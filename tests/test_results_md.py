@@ -128,6 +128,35 @@ def test_pairs_only_seeds_of_one_processor_and_names_the_rest():
   assert row(lines, 'dev_selected') == ['dev_selected', '-4.00', '-4.00']
 
 
+def test_pairs_by_the_stage_1_evaluations_where_the_summaries_have_them():
+  def run(method, seed, top1, stage1, processor=EPYC):
+    s = summary(
+      method, seed, [(record(top1, 0), record(top1, 0))], None, processor
+    )
+    if stage1 is not None:
+      s['seeds'][0]['stage1'] = stage1
+    return s
+
+  one, other = [[160, 55.0, 57.7, 30.1]], [[160, 55.0, 57.7, 30.2]]
+  runs = [
+    run('crt', 0, 60.0, one),
+    run('crt', 1, 61.0, one),  # the same processor, another stage 1
+    run('crt', 2, 62.0, one, processor=XEON),  # the same evaluations
+    run('crt', 3, 63.0, None),  # older than the record: cannot be checked
+    run('crt', 4, 64.0, None),  # both older: by processor
+    run('ce', 0, 66.0, one),
+    run('ce', 1, 67.0, other),
+    run('ce', 2, 68.0, one),
+    run('ce', 3, 69.0, one),
+    run('ce', 4, 70.0, None),
+  ]
+  lines = results_md._paired(results_md.merge(runs), 'crt', 'ce')
+  text = '\n'.join(lines)
+  assert 'seeds 0, 2, 4:' in text
+  assert 'crt − ce is not paired on seeds 1, 3: the two runs continued' in text
+  assert row(lines, 'last')[1] == '-6.00, -6.00, -6.00'
+
+
 @pytest.mark.parametrize(
   'devs, chosen',
   [((30.0, 20.0, 25.0), 1), ((20.0, 25.0, 20.0), 2), ((9.0, 9.5, 9.1), 0)],
