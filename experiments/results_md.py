@@ -134,6 +134,8 @@ PAIRS = (
   ('tau_norm', 'ce', 'the same CE model, with and without τ-normalization'),
   ('la_posthoc', 'ce',
    'the same CE model, with and without post-hoc logit adjustment'),
+  ('ours_la', 'la', 'the same logit-adjusted stage 1, then class weights '
+   'plus the meta-learned ε, against plain logit-adjusted training'),
 )  # fmt: skip
 
 
