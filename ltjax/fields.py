@@ -25,7 +25,8 @@ KIND_TEXT = {
   INTS: 'a tuple of ints',
 }
 
-Rule = tuple[Callable[[Any], bool], str]  # (predicate, what is allowed)
+# (predicate, what is allowed: a string, or an object whose str() is one)
+Rule = tuple[Callable[[Any], bool], Any]
 
 
 class _Unset:
@@ -38,13 +39,23 @@ class _Unset:
 UNSET: Any = _Unset()
 
 
+class _OneOf:
+  """``one of [...]``, listing ``options`` as they are when it is printed."""
+
+  def __init__(self, options):
+    self.options = options
+
+  def __str__(self) -> str:
+    return f'one of {sorted(self.options)}'
+
+
 def choice(options) -> Rule:
   """``v in options``. A mapping is kept, not copied: a key added to it
   later (a method registered from your own code in
-  :data:`ltjax.methods.METHODS`) is allowed too."""
+  :data:`ltjax.methods.METHODS`) is allowed too, and named in the message."""
   if not isinstance(options, Mapping):
     options = tuple(options)
-  return (lambda v: v in options), f'one of {sorted(options)}'
+  return (lambda v: v in options), _OneOf(options)
 
 
 def at_least(low, *, strict=False) -> Rule:
@@ -101,5 +112,5 @@ class Field:
     if not has_type(value, self.kind):
       return KIND_TEXT[self.kind] + ('' if self.rule is ANY else f', {allowed}')
     if not ok(value):
-      return allowed
+      return str(allowed)
     return None

@@ -190,7 +190,7 @@ def test_every_rule_refuses_a_value_outside_it(name):
     config_check.check(_with(name, value))
   message = str(info.value)
   assert f'config.{name}={value!r} is not allowed: use ' in message, message
-  assert SCHEMA[name].rule[1] in message and f'--config.{name}=' in message
+  assert str(SCHEMA[name].rule[1]) in message and f'--config.{name}=' in message
 
 
 @pytest.mark.parametrize('name', sorted(SCHEMA))

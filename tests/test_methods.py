@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import ltjax
-from ltjax import config_lib, methods, models, stages, train_step
+from ltjax import config_lib, config_schema, methods, models, stages, train_step
 
 COUNTS = np.array([50, 20, 8, 3])
 
@@ -293,6 +293,8 @@ def test_a_method_registered_from_your_code_is_one_row(monkeypatch):
   config_lib.check_config(config)
   with pytest.raises(ltjax.ConfigError, match="unknown method 'mien'.*'mine'"):
     config_lib.check_config(cifar10_config('method=mien'))
+  # The schema's rule lists the new row too (its message is read when shown).
+  assert "'mine'" in config_schema.SCHEMA['method'].check(5)
   method = methods.get_method(config.method)
   assert method.uses_meta  # stage 2 is the paper's: ε on top of the row
   logits = jax.random.normal(jax.random.key(0), (8, 4))
