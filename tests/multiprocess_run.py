@@ -8,10 +8,14 @@ CPU collectives through gloo), builds the config SPEC names (JSON:
 the dataset is ``tfds.testing.mock_data``; with ``SPEC['record']`` (a folder)
 every local training batch this process's pipeline yields is written to
 ``record/p{PROCESS_ID}.jsonl`` as its labels and one checksum per image.
+SIGUSR1 prints every thread's Python stack to stderr (what the test asks
+of a process that hangs, before it kills it).
 """
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 
 os.environ.setdefault('JAX_CPU_COLLECTIVES_IMPLEMENTATION', 'gloo')
@@ -109,4 +113,5 @@ def main(spec, process_id, num_processes, port):
 
 
 if __name__ == '__main__':
+  faulthandler.register(signal.SIGUSR1, all_threads=True)
   main(json.loads(sys.argv[1]), *map(int, sys.argv[2:5]))

@@ -5,9 +5,11 @@ batch. Each process is ``tests/multiprocess_run.py``."""
 import json
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections import Counter
 
 import numpy as np
@@ -44,10 +46,29 @@ def run(spec, num_processes, devices=1, timeout=600):
     )
     for i in range(num_processes)
   ]
-  errs = [p.communicate(timeout=timeout)[1] for p in procs]
+  try:
+    errs = [p.communicate(timeout=timeout)[1] for p in procs]
+  except subprocess.TimeoutExpired:
+    pytest.fail(hung(procs, timeout))
   for p, err in zip(procs, errs, strict=True):
     assert p.returncode == 0, err[-3000:]
   return errs
+
+
+def hung(procs, timeout):
+  """Stops processes that ran past ``timeout``; what each was doing (its
+  Python stacks, from SIGUSR1) and the end of its stderr."""
+  for p in procs:
+    if p.poll() is None:
+      p.send_signal(signal.SIGUSR1)
+  time.sleep(2)
+  for p in procs:
+    p.kill()
+  tails = [
+    f'process {i} (exit {p.wait()}):\n{p.communicate()[1][-4000:]}'
+    for i, p in enumerate(procs)
+  ]
+  return f'the processes ran past {timeout} s (a hang?):\n' + '\n'.join(tails)
 
 
 def assert_close_states(dir_a, dir_b, tol=1e-4):
@@ -201,7 +222,9 @@ def test_two_processes_read_their_own_shards_of_a_large_dataset(tmp_path):
   # variances by 6e-2, the momenta by 4e-2, the class counts outright).
   bad = tmp_path / 'bad'
   (bad / 'record').mkdir(parents=True)
-  run({**tfds_spec(bad / 'run', bad / 'record'), 'fault': 'shard_read_twice'}, 2)
+  run(
+    {**tfds_spec(bad / 'run', bad / 'record'), 'fault': 'shard_read_twice'}, 2
+  )
   with pytest.raises(AssertionError):
     assert_close_states(one / 'run', bad / 'run', tol=1e-3)
 
