@@ -28,9 +28,10 @@ def free_port():
     return s.getsockname()[1]
 
 
-def run(spec, num_processes, devices=1, timeout=600):
+def run(spec, num_processes, devices=1, timeout=300):
   """Runs ``spec`` in ``num_processes`` processes of ``devices`` CPU
-  devices each; their stderr."""
+  devices each; their stderr. A run here takes under a minute on 2 CPUs
+  (30 to 60 s, other tests beside it), so ``timeout`` means a hang."""
   port = free_port()
   flag = f'--xla_force_host_platform_device_count={devices}'
   env = {**os.environ, 'XLA_FLAGS': f'{os.environ.get("XLA_FLAGS", "")} {flag}'}
