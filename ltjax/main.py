@@ -13,10 +13,12 @@ A first run of about a minute, offline, on the CIFAR-10 images in
 ``--config.FIELD=VALUE`` changes one.
 """
 
+import faulthandler
 import glob
 import logging as python_logging
 import os
 import re
+import signal
 import sys
 
 import jax
@@ -158,6 +160,8 @@ def run(config, workdir, *, debug: bool = False) -> None:
 
 def main(argv):
   del argv
+  # `kill -USR1 PID`: every thread's Python stack to stderr; the run goes on.
+  faulthandler.register(signal.SIGUSR1, all_threads=True)
   if not FLAGS.library_logs:
     logging.get_absl_handler().python_handler.addFilter(_own_info_only)
   config = load_config()

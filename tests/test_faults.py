@@ -307,16 +307,21 @@ def test_sigterm_checkpoints_the_step_and_resume_matches_uninterrupted(
   proc = subprocess.Popen(
     cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
   )
-  seen, deadline = 0, time.time() + 300
+  seen, dumped, deadline = 0, False, time.time() + 300
   while time.time() < deadline and proc.poll() is None and seen < 100:
     if (workdir / 'metrics.jsonl').exists():
       rows = read_jsonl(workdir / 'metrics.jsonl')
       seen = max([r['step'] for r in rows if 'train/loss' in r], default=0)
+    if seen >= 50 and not dumped:  # stacks, in stage 1; the run goes on
+      proc.send_signal(signal.SIGUSR1)
+      dumped = True
     time.sleep(0.01)
   assert proc.poll() is None, 'the run ended before it could be signalled'
   proc.send_signal(signal.SIGTERM)  # inside stage 2, the meta stage
   _, stderr = proc.communicate(timeout=120)
   assert proc.returncode == 143, stderr[-3000:]
+  assert dumped and '(most recent call first)' in stderr, stderr[-3000:]
+  assert f'{os.sep}ltjax{os.sep}train.py' in stderr  # the main thread's stack
   steps = [int(p) for p in os.listdir(workdir / 'checkpoints') if p.isdigit()]
   # The end of stage 1 (step 96, always kept) and the step in flight.
   steps = sorted(steps)
