@@ -21,6 +21,7 @@ import pytest
 from ltjax import config_lib, datasets, preemption, train
 from ltjax.checkpoint import UnreadableCheckpointError, load_numpy
 from ltjax.summary import read_jsonl
+from tests.processes import communicate_all, free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = REPO / 'configs' / 'cifar10_lt.py'
@@ -343,14 +344,6 @@ def test_sigterm_checkpoints_the_step_and_resume_matches_uninterrupted(
   assert ra['seeds'] == rb['seeds']
 
 
-def _free_port() -> int:
-  import socket
-
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
   data_dir, tmp_path
 ):
@@ -366,7 +359,7 @@ def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
   def launch(folder):
     cmd = [sys.executable, '-m', 'ltjax.main', f'--workdir={folder}']
     cmd += [*flags(config), '--config.log_every_steps=1']
-    address = f'--coordinator_address=localhost:{_free_port()}'
+    address = f'--coordinator_address=localhost:{free_port()}'
     return [
       subprocess.Popen(
         [*cmd, address, '--num_processes=2', f'--process_id={i}'],
@@ -380,7 +373,7 @@ def test_two_processes_stop_at_one_step_when_one_gets_sigterm(
     ]
 
   def finish(procs, status):
-    errs = [p.communicate(timeout=300)[1] for p in procs]
+    errs = communicate_all(procs, 300)
     assert [p.returncode for p in procs] == [status] * 2, errs[0][-2000:]
     return errs
 

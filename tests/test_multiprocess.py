@@ -5,11 +5,8 @@ batch. Each process is ``tests/multiprocess_run.py``."""
 import json
 import os
 import pathlib
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import numpy as np
@@ -18,14 +15,9 @@ import pytest
 
 from ltjax.checkpoint import load_numpy
 from ltjax.summary import read_jsonl
+from tests.processes import communicate_all, free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def free_port():
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
 
 
 def run(spec, num_processes, devices=1, timeout=300):
@@ -47,29 +39,10 @@ def run(spec, num_processes, devices=1, timeout=300):
     )
     for i in range(num_processes)
   ]
-  try:
-    errs = [p.communicate(timeout=timeout)[1] for p in procs]
-  except subprocess.TimeoutExpired:
-    pytest.fail(hung(procs, timeout))
+  errs = communicate_all(procs, timeout)
   for p, err in zip(procs, errs, strict=True):
     assert p.returncode == 0, err[-3000:]
   return errs
-
-
-def hung(procs, timeout):
-  """Stops processes that ran past ``timeout``; what each was doing (its
-  Python stacks, from SIGUSR1) and the end of its stderr."""
-  for p in procs:
-    if p.poll() is None:
-      p.send_signal(signal.SIGUSR1)
-  time.sleep(2)
-  for p in procs:
-    p.kill()
-  tails = [
-    f'process {i} (exit {p.wait()}):\n{p.communicate()[1][-4000:]}'
-    for i, p in enumerate(procs)
-  ]
-  return f'the processes ran past {timeout} s (a hang?):\n' + '\n'.join(tails)
 
 
 def assert_close_states(dir_a, dir_b, tol=1e-4):
