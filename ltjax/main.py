@@ -113,7 +113,12 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except (
-    flags.Error, errors.Error, AttributeError, KeyError, ValueError, OSError
+    flags.Error,
+    errors.Error,
+    AttributeError,
+    KeyError,
+    ValueError,
+    OSError,
   ) as error:
     if debug:
       raise

@@ -200,7 +200,9 @@ def test_resume_refuses_another_split_and_names_both_digests(
   assert not (workdir / 'results.json').exists()
 
 
-def test_resume_refuses_changed_pixels_under_the_same_labels(finished, tmp_path):
+def test_resume_refuses_changed_pixels_under_the_same_labels(
+  finished, tmp_path
+):
   done, results = finished
   workdir = tmp_path / 'run'
   shutil.copytree(done, workdir)
@@ -466,7 +468,7 @@ def test_a_resume_without_config_json_under_another_method_is_refused(
 
   with pytest.raises(
     ResumeConfigError,
-    match=r"checkpoint at step 14 \(epoch 1.75\) was trained with method "
+    match=r'checkpoint at step 14 \(epoch 1.75\) was trained with method '
     r"'ours_ce' -> 'ce'. At a checkpoint of stage 2 only",
   ):
     train.train_and_evaluate(make_config(data_dir, method='ce'), workdir)
@@ -486,7 +488,9 @@ def test_a_checkpoint_of_an_older_ltjax_is_checked_against_config_json(
     meta = json.loads(path.read_text())
     meta['custom_metadata'] = {'split_sha256': 'x' * 64}
     path.write_text(json.dumps(meta))
-  with pytest.raises(ResumeConfigError, match=r'config.json was trained with seed 0 -> 3'):
+  with pytest.raises(
+    ResumeConfigError, match=r'config.json was trained with seed 0 -> 3'
+  ):
     train.train_and_evaluate(make_config(data_dir, seed=3), workdir)
   (workdir / 'config.json').write_text('{"batch_size": 1')
   with pytest.raises(
@@ -503,8 +507,14 @@ def test_a_diverged_stage_2_reruns_from_the_end_of_stage_1_with_the_advice(
   with pytest.raises(FloatingPointError) as error:
     train.train_and_evaluate(make_config(data_dir, eps_lr=1e6), workdir)
   text = str(error.value)
-  assert '(epoch 1, stage 2: ours); stopped. Its rates: eps_lr=1e+06, the learning rate 0.1' in text
-  assert 'in the same --workdir: stage 2 restarts from the checkpoint at step 8' in text
+  assert (
+    '(epoch 1, stage 2: ours); stopped. Its rates: eps_lr=1e+06, the learning rate 0.1'
+    in text
+  )
+  assert (
+    'in the same --workdir: stage 2 restarts from the checkpoint at step 8'
+    in text
+  )
   assert sorted(os.listdir(workdir / 'checkpoints_diverged')) == ['10']
   # The advice taken, in the same workdir: exactly the run that used the
   # lower rate from the start.
@@ -522,7 +532,10 @@ def test_a_diverged_stage_1_names_its_rate_and_a_fresh_workdir(
   with pytest.raises(FloatingPointError) as error:
     train.train_and_evaluate(make_config(data_dir, learning_rate=1e8), tmp_path)
   text = str(error.value)
-  assert 'stage 1: plain); stopped. Its rates: the learning rate 1e+08 (learning_rate' in text
+  assert (
+    'stage 1: plain); stopped. Its rates: the learning rate 1e+08 (learning_rate'
+    in text
+  )
   assert 'rerun with a lower rate' in text and 'step None' not in text
 
 
