@@ -321,7 +321,7 @@ def test_sigterm_checkpoints_the_step_and_resume_matches_uninterrupted(
     time.sleep(0.01)
   assert proc.poll() is None, 'the run ended before it could be signalled'
   proc.send_signal(signal.SIGTERM)  # inside stage 2, the meta stage
-  _, stderr = proc.communicate(timeout=120)
+  (stderr,) = communicate_all([proc], 120)
   assert proc.returncode == 143, stderr[-3000:]
   assert dumped and '(most recent call first)' in stderr, stderr[-3000:]
   assert f'{os.sep}ltjax{os.sep}train.py' in stderr  # the main thread's stack
